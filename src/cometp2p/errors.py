@@ -1,0 +1,129 @@
+"""The single error hierarchy of cometp2p.
+
+Every error the library raises on purpose derives from :class:`CometP2PError`. The tree
+separates *who* is at fault, following the h11/trio split:
+
+* :class:`LocalProtocolError`: the caller misused the API (sending on an undeclared
+  channel, a message too large for our own limits). Fix the calling code.
+* :class:`RemoteProtocolError`: the peer broke the protocol (malformed, oversized or
+  hostile bytes, a bad signature, an incompatible NodeInfo). The driver stops that peer
+  with the error as the logged reason; the node goes on.
+* :class:`ConnectionClosedError` (we closed it) vs :class:`ConnectionBrokenError` (the
+  peer or the network broke it; the OS error is chained with ``from``).
+* :class:`RejectedError`: the Switch/Transport refused a peer, with a
+  :class:`RejectReason` (behaviour.md §1.15).
+
+Messages say what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AuthenticationError",
+    "CometP2PError",
+    "ConfigError",
+    "ConnectionBrokenError",
+    "ConnectionClosedError",
+    "HandshakeError",
+    "HandshakeStage",
+    "IncompatiblePeerError",
+    "KeyFileError",
+    "LocalProtocolError",
+    "NetAddressError",
+    "RejectReason",
+    "RejectedError",
+    "RemoteProtocolError",
+]
+
+
+class CometP2PError(Exception):
+    """Root of every error raised on purpose by cometp2p."""
+
+
+class LocalProtocolError(CometP2PError):
+    """The caller misused the API; the connection state is unchanged unless stated."""
+
+
+class RemoteProtocolError(CometP2PError):
+    """The remote peer violated the protocol. The connection that raised it is dead."""
+
+
+class HandshakeStage(enum.Enum):
+    """Where in the SecretConnection / NodeInfo upgrade a failure happened (wire.md §3.2, §5)."""
+
+    EPHEMERAL_KEY = "ephemeral key exchange"
+    KEY_AGREEMENT = "key agreement"
+    AUTH_SIG = "auth signature exchange"
+    NODE_INFO = "node info exchange"
+
+
+class HandshakeError(RemoteProtocolError):
+    """The SecretConnection or NodeInfo handshake failed because of what the peer sent.
+
+    Attributes:
+        stage: the handshake stage that failed.
+    """
+
+    def __init__(self, stage: HandshakeStage, message: str) -> None:
+        super().__init__(f"{stage.value}: {message}")
+        self.stage = stage
+
+
+class AuthenticationError(HandshakeError):
+    """The peer could not prove its identity (bad signature, wrong key type, wrong ID)."""
+
+    def __init__(self, message: str, stage: HandshakeStage = HandshakeStage.AUTH_SIG) -> None:
+        super().__init__(stage, message)
+
+
+class IncompatiblePeerError(RemoteProtocolError):
+    """The peer's NodeInfo is valid but incompatible with ours (wire.md §6.5)."""
+
+
+class ConnectionClosedError(CometP2PError):
+    """The operation failed because *we* closed the connection (or are closing it)."""
+
+
+class ConnectionBrokenError(CometP2PError):
+    """The peer or the network broke the connection; the underlying error is chained."""
+
+
+class NetAddressError(CometP2PError, ValueError):
+    """A node ID or ``id@host:port`` address failed to parse or validate (wire.md §6.2)."""
+
+
+class KeyFileError(CometP2PError):
+    """A key file (``node_key.json``) is missing, unreadable or malformed."""
+
+
+class ConfigError(CometP2PError):
+    """A configuration file or value is invalid."""
+
+
+class RejectReason(enum.Enum):
+    """Why the Transport or Switch refused a peer (behaviour.md §1.15)."""
+
+    SELF = "self"
+    DUPLICATE = "duplicate"
+    FILTERED = "filtered"
+    INCOMPATIBLE = "incompatible"
+    NODE_INFO_INVALID = "node info invalid"
+    AUTH_FAILURE = "auth failure"
+    LIMIT = "limit"
+
+
+class RejectedError(CometP2PError):
+    """A peer was refused by the Transport or the Switch.
+
+    Attributes:
+        reason: the :class:`RejectReason`.
+        node_id: the peer's node ID when known, else ``None``.
+    """
+
+    def __init__(self, reason: RejectReason, message: str, node_id: str | None = None) -> None:
+        who = f"peer {node_id}" if node_id else "peer"
+        super().__init__(f"{who} rejected ({reason.value}): {message}")
+        self.reason = reason
+        self.node_id = node_id
