@@ -29,9 +29,13 @@ __all__ = [
     "HandshakeError",
     "HandshakeStage",
     "IncompatiblePeerError",
+    "IncompatibleReason",
     "KeyFileError",
     "LocalProtocolError",
     "NetAddressError",
+    "NetAddressLookupError",
+    "NodeInfoField",
+    "NodeInfoInvalidError",
     "RejectReason",
     "RejectedError",
     "RemoteProtocolError",
@@ -78,8 +82,48 @@ class AuthenticationError(HandshakeError):
         super().__init__(stage, message)
 
 
+class IncompatibleReason(enum.Enum):
+    """Which ``CompatibleWith`` rule a peer's NodeInfo failed (wire.md §6.5)."""
+
+    BLOCK_VERSION = "different block protocol version"
+    NETWORK = "different network"
+    NO_COMMON_CHANNEL = "no common channel"
+
+
 class IncompatiblePeerError(RemoteProtocolError):
-    """The peer's NodeInfo is valid but incompatible with ours (wire.md §6.5)."""
+    """The peer's NodeInfo is valid but incompatible with ours (wire.md §6.5).
+
+    Attributes:
+        reason: the :class:`IncompatibleReason`.
+    """
+
+    def __init__(self, reason: IncompatibleReason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+
+
+class NodeInfoField(enum.Enum):
+    """A DefaultNodeInfo field, named as in ``types.proto`` (wire.md §4.4)."""
+
+    NODE_ID = "default_node_id"
+    LISTEN_ADDR = "listen_addr"
+    VERSION = "version"
+    CHANNELS = "channels"
+    MONIKER = "moniker"
+    TX_INDEX = "other.tx_index"
+    RPC_ADDRESS = "other.rpc_address"
+
+
+class NodeInfoInvalidError(RemoteProtocolError):
+    """The peer's NodeInfo decoded but fails ``Validate()`` (wire.md §6.4).
+
+    Attributes:
+        field: the offending :class:`NodeInfoField`.
+    """
+
+    def __init__(self, field: NodeInfoField, message: str) -> None:
+        super().__init__(f"invalid NodeInfo {field.value}: {message}")
+        self.field = field
 
 
 class ConnectionClosedError(CometP2PError):
@@ -92,6 +136,10 @@ class ConnectionBrokenError(CometP2PError):
 
 class NetAddressError(CometP2PError, ValueError):
     """A node ID or ``id@host:port`` address failed to parse or validate (wire.md §6.2)."""
+
+
+class NetAddressLookupError(NetAddressError):
+    """The host of an ``id@host:port`` address is a name that did not resolve (wire.md §6.2)."""
 
 
 class KeyFileError(CometP2PError):
