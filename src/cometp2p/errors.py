@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "ConnectionBrokenError",
     "ConnectionClosedError",
+    "FrameError",
     "HandshakeError",
     "HandshakeStage",
     "IncompatiblePeerError",
@@ -80,6 +81,15 @@ class AuthenticationError(HandshakeError):
 
     def __init__(self, message: str, stage: HandshakeStage = HandshakeStage.AUTH_SIG) -> None:
         super().__init__(stage, message)
+
+
+class FrameError(RemoteProtocolError):
+    """A SecretConnection frame could not be opened (wire.md §3.6, §3.7).
+
+    It did not authenticate (tampered, replayed, reordered or truncated on the wire),
+    declared more than 1024 payload bytes, or the stream ended inside a frame. The
+    connection is dead.
+    """
 
 
 class IncompatibleReason(enum.Enum):
