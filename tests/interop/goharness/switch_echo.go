@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -9,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	gogotypes "github.com/cosmos/gogoproto/types"
+	"github.com/cosmos/gogoproto/proto"
 
 	"github.com/cometbft/cometbft/config"
 	"github.com/cometbft/cometbft/p2p"
@@ -17,17 +18,48 @@ import (
 	"github.com/cometbft/cometbft/version"
 )
 
-// echoReactor answers every message on its channel with the same message.
-// Messages are google.protobuf.BytesValue (field 1, bytes), so a peer sends
-// 0x0a uvarint(len) data and gets the same bytes back.
+// rawMessage is a "protobuf message" whose encoding is its bytes, unchanged, so
+// the echo channel carries arbitrary bytes like cometp2p's testing EchoReactor.
+type rawMessage struct{ data []byte }
+
+var (
+	_ proto.Message     = (*rawMessage)(nil)
+	_ proto.Marshaler   = (*rawMessage)(nil)
+	_ proto.Unmarshaler = (*rawMessage)(nil)
+	_ proto.Merger      = (*rawMessage)(nil)
+)
+
+func (m *rawMessage) Reset()                   { m.data = nil }
+func (m *rawMessage) String() string           { return hex.EncodeToString(m.data) }
+func (*rawMessage) ProtoMessage()              {}
+func (m *rawMessage) Marshal() ([]byte, error) { return m.data, nil }
+
+// Unmarshal copies b: the MConnection reuses its reassembly buffer.
+func (m *rawMessage) Unmarshal(b []byte) error { m.data = append([]byte(nil), b...); return nil }
+
+func (m *rawMessage) Merge(src proto.Message) {
+	if s, ok := src.(*rawMessage); ok {
+		m.data = append(m.data, s.data...)
+	}
+}
+
+var (
+	pingPrefix = []byte("ping:")
+	pongPrefix = []byte("pong:")
+)
+
+// echoReactor answers messages on its channel according to its mode:
+// "all" sends every message back unchanged; "ping" answers "ping:X" with
+// "pong:X" and only records anything else (as cometp2p's EchoReactor does);
+// "none" only records.
 type echoReactor struct {
 	p2p.BaseReactor
 	channel byte
-	echo    bool
+	mode    string
 }
 
-func newEchoReactor(channel byte, echo bool) *echoReactor {
-	r := &echoReactor{channel: channel, echo: echo}
+func newEchoReactor(channel byte, mode string) *echoReactor {
+	r := &echoReactor{channel: channel, mode: mode}
 	r.BaseReactor = *p2p.NewBaseReactor("EchoReactor", r)
 	return r
 }
@@ -38,7 +70,7 @@ func (r *echoReactor) GetChannels() []*conn.ChannelDescriptor {
 		Priority:            5,
 		SendQueueCapacity:   100,
 		RecvMessageCapacity: 4 << 20,
-		MessageType:         &gogotypes.BytesValue{},
+		MessageType:         &rawMessage{},
 	}}
 }
 
@@ -67,19 +99,25 @@ func (r *echoReactor) RemovePeer(peer p2p.Peer, reason any) {
 }
 
 func (r *echoReactor) Receive(e p2p.Envelope) {
-	msg, ok := e.Message.(*gogotypes.BytesValue)
+	msg, ok := e.Message.(*rawMessage)
 	if !ok {
 		out.emit("error", fields{"error": fmt.Sprintf("unexpected message type %T", e.Message)})
 		return
 	}
-	f := describeMessage(e.ChannelID, msg.Value)
+	f := describeMessage(e.ChannelID, msg.data)
 	f["peer"] = string(e.Src.ID())
 	out.emit("receive", f)
-	if r.echo {
-		reply := &gogotypes.BytesValue{Value: msg.Value}
-		if !e.Src.Send(p2p.Envelope{ChannelID: e.ChannelID, Message: reply}) {
-			out.emit("send_failed", fields{"peer": string(e.Src.ID()), "channel": int(e.ChannelID)})
-		}
+	var reply []byte
+	switch {
+	case r.mode == "all":
+		reply = msg.data
+	case r.mode == "ping" && bytes.HasPrefix(msg.data, pingPrefix):
+		reply = append(append([]byte(nil), pongPrefix...), msg.data[len(pingPrefix):]...)
+	default:
+		return
+	}
+	if !e.Src.Send(p2p.Envelope{ChannelID: e.ChannelID, Message: &rawMessage{data: reply}}) {
+		out.emit("send_failed", fields{"peer": string(e.Src.ID()), "channel": int(e.ChannelID)})
 	}
 }
 
@@ -91,7 +129,7 @@ type switchEcho struct {
 	chainID    string
 	moniker    string
 	channel    int
-	noEcho     bool
+	echoMode   string
 	appVersion uint64
 }
 
@@ -123,13 +161,16 @@ func runSwitchEcho(args []string) error {
 	fs.StringVar(&h.chainID, "chain-id", "goharness-chain", "NodeInfo network (chain ID)")
 	fs.StringVar(&h.moniker, "moniker", "goharness", "NodeInfo moniker")
 	fs.IntVar(&h.channel, "channel", 0x42, "echo reactor channel ID")
-	fs.BoolVar(&h.noEcho, "no-echo", false, "do not echo received messages")
+	fs.StringVar(&h.echoMode, "echo-mode", "all", "all: echo every message; ping: answer \"ping:X\" with \"pong:X\"; none: only report")
 	fs.Uint64Var(&h.appVersion, "app-version", 0, "NodeInfo protocol_version.app")
 	// switch-echo defaults to info so that peer rejections show up as "log" events.
 	h.logLevel = "info"
 	fs.Lookup("log-level").DefValue = "info"
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if h.echoMode != "all" && h.echoMode != "ping" && h.echoMode != "none" {
+		return fmt.Errorf("--echo-mode: expected all, ping or none, got %q", h.echoMode)
 	}
 	key, err := h.privKey()
 	if err != nil {
@@ -184,7 +225,7 @@ func runSwitchEcho(args []string) error {
 
 	sw := p2p.NewSwitch(cfg, transport)
 	sw.SetLogger(logger.With("module", "p2p"))
-	sw.AddReactor("ECHO", newEchoReactor(byte(h.channel), !h.noEcho))
+	sw.AddReactor("ECHO", newEchoReactor(byte(h.channel), h.echoMode))
 	sw.SetNodeKey(&nodeKey)
 	sw.SetNodeInfo(ni)
 	ctx, cmds, reason := h.lifetime()
@@ -247,7 +288,7 @@ func handleSwitchCommand(sw *p2p.Switch, cmd command) {
 				continue
 			}
 			for i := 0; i < max(cmd.Count, 1); i++ {
-				ok := peer.Send(p2p.Envelope{ChannelID: byte(cmd.Channel), Message: &gogotypes.BytesValue{Value: data}})
+				ok := peer.Send(p2p.Envelope{ChannelID: byte(cmd.Channel), Message: &rawMessage{data: data}})
 				out.emit("sent", fields{"peer": string(peer.ID()), "channel": cmd.Channel, "size": len(data), "ok": ok})
 			}
 		}
