@@ -1,0 +1,1 @@
+"""Interop tests against real CometBFT and the Go harness (wire.md §12)."""
