@@ -1,0 +1,152 @@
+"""The ``cometp2p`` command line: the ``main`` group, ``init`` and ``show-node-id``.
+
+Other commands live in their own modules under ``cometp2p/cli/`` and are found by
+convention, so adding one never touches this file: a module ``cometp2p/cli/<name>.py``
+that defines ``COMMANDS: tuple[click.Command, ...]`` has those commands added to ``main``
+the first time the group lists or looks up a command. Modules whose names start with
+``_`` are skipped. Command modules may import :func:`home_option`, :func:`cli_errors`,
+:func:`load_home_config` and :func:`make_console` from here.
+
+Home directory: ``--home``, else ``$COMETP2P_HOME``, else ``~/.cometp2p`` (wire.md §10 for
+the file layout; cometbft's ``$CMTHOME`` is deliberately not read).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, TypeVar
+
+import click
+from rich.console import Console
+
+from cometp2p import __version__
+from cometp2p.config import CONFIG_FILE, Config, load_config, resolve_home, write_config
+from cometp2p.crypto.keys import load_node_key, load_or_generate_node_key
+from cometp2p.errors import CometP2PError
+
+__all__ = ["cli_errors", "home_option", "load_home_config", "main", "make_console"]
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+_DIR_MODE: Final = 0o700  # CometBFT creates its home, config/ and data/ with 0700
+
+
+def home_option(func: _F) -> _F:
+    """The shared ``--home DIR`` option; the value is passed on as ``home: str | None``."""
+    return click.option(
+        "--home",
+        "home",
+        type=click.Path(file_okay=False, dir_okay=True, path_type=str),
+        default=None,
+        help="Home directory [default: $COMETP2P_HOME, else ~/.cometp2p].",
+    )(func)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn cometp2p and OS errors into a one-line ``click.ClickException`` (exit status 1)."""
+    try:
+        yield
+    except (CometP2PError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the error text held
+        raise click.ClickException(message) from exc
+
+
+def load_home_config(home: str | None) -> Config:
+    """Resolve the home directory and load its ``config/config.toml`` (defaults if absent).
+
+    Raises:
+        ConfigError: if the file exists but is invalid.
+    """
+    return load_config(resolve_home(home))
+
+
+def make_console() -> Console:
+    """A rich console on stdout for human-oriented command output."""
+    return Console(highlight=False)
+
+
+class _DiscoveringGroup(click.Group):
+    """A click group that adds the ``COMMANDS`` of every ``cometp2p.cli`` module on first use."""
+
+    _discovered: bool = False
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module("cometp2p.cli")
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+            if info.name in ("main", "__main__") or info.name.startswith("_"):
+                continue
+            module = importlib.import_module(f"cometp2p.cli.{info.name}")
+            for command in getattr(module, "COMMANDS", ()):
+                self.add_command(command)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._discover()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._discover()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_DiscoveringGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cometp2p")
+def main() -> None:
+    """cometp2p: the CometBFT peer-to-peer stack in Python."""
+
+
+@main.command("init")
+@home_option
+def init_command(home: str | None) -> None:
+    """Create the home directory: config/config.toml, config/node_key.json and data/.
+
+    Existing files are kept: a node key is never overwritten, and an existing
+    config.toml is only read (it must be valid).
+    """
+    console = make_console()
+    with cli_errors():
+        root = resolve_home(home)
+        for directory in (root, root / "config", root / "data"):
+            directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        config_path = root / CONFIG_FILE
+        if config_path.exists():
+            cfg = load_config(root)
+            console.print(f"Found config file    {config_path}")
+        else:
+            cfg = Config(home=root)
+            write_config(cfg)
+            console.print(f"Wrote config file    {config_path}")
+        key_path = cfg.node_key_path
+        existed = key_path.exists()
+        key = load_or_generate_node_key(key_path)
+        verb = "Found node key      " if existed else "Generated node key  "
+        console.print(f"{verb} {key_path}")
+        console.print(f"Node ID              {key.node_id}")
+
+
+@main.command("show-node-id")
+@home_option
+def show_node_id_command(home: str | None) -> None:
+    """Print this node's ID (40 lowercase hex characters), as `cometbft show-node-id` does."""
+    with cli_errors():
+        cfg = load_home_config(home)
+        key = load_node_key(cfg.node_key_path)
+    click.echo(key.node_id)
+
+
+# cometbft also accepts ``show_node_id``; keep the alias out of --help.
+main.add_command(
+    click.Command(
+        "show_node_id",
+        callback=show_node_id_command.callback,
+        params=show_node_id_command.params,
+        help=show_node_id_command.help,
+        hidden=True,
+    )
+)
