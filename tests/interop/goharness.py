@@ -107,7 +107,7 @@ class GoHarness:
 
     Its stdout is read continuously by a background task (so the Go side never blocks
     on a full pipe); each JSON line is an event dict with an ``"event"`` key, kept in
-    :attr:`events`. :meth:`wait_for` consumes events in order.
+    :attr:`events`. :meth:`wait_for` returns each event at most once.
 
     Use as ``async with await GoHarness.start(...) as h:`` or call :meth:`aclose`.
     """
@@ -119,7 +119,8 @@ class GoHarness:
         self.argv = argv
         self.log_path = log_path
         self.events: list[JSONObject] = []
-        self._cursor = 0
+        self._consumed: set[int] = set()
+        self._first_unconsumed = 0
         self._changed = asyncio.Condition()
         self._eof = False
         self._reader = asyncio.create_task(self._read_stdout(), name=f"goharness {argv[1]}")
@@ -170,10 +171,10 @@ class GoHarness:
         return "\n".join(text.splitlines()[-lines:])
 
     async def wait_for(self, event: str, timeout_s: float = 10.0, **match: object) -> JSONObject:
-        """Consume events until one named ``event`` whose fields equal ``match``; return it.
+        """Return the earliest not yet returned event named ``event`` matching ``match``.
 
-        Skipped events stay in :attr:`events`. An ``"error"``/``"fatal"`` event skipped on
-        the way does not stop the wait; inspect :attr:`events` if needed.
+        Waits for it if needed. Events that do not match stay available to later calls,
+        so the order of ``wait_for`` calls need not follow the order of arrival.
 
         Raises:
             GoHarnessError: if the process's output ends first.
@@ -182,12 +183,16 @@ class GoHarness:
         try:
             async with asyncio.timeout(timeout_s), self._changed:
                 while True:
-                    while self._cursor < len(self.events):
-                        candidate = self.events[self._cursor]
-                        self._cursor += 1
-                        if candidate.get("event") == event and all(
-                            candidate.get(key) == value for key, value in match.items()
+                    for index in range(self._first_unconsumed, len(self.events)):
+                        candidate = self.events[index]
+                        if (
+                            index not in self._consumed
+                            and candidate.get("event") == event
+                            and all(candidate.get(k) == v for k, v in match.items())
                         ):
+                            self._consumed.add(index)
+                            while self._first_unconsumed in self._consumed:
+                                self._first_unconsumed += 1
                             return candidate
                     if self._eof:
                         raise GoHarnessError(
