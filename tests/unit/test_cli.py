@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pkgutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from cometp2p.cli.main import main
 from cometp2p.config import Config, load_config, render_config_toml
 from cometp2p.crypto.keys import NodeKey, load_node_key, save_node_key
 
-COMETBFT = Path.home() / ".cache/cometp2p/bin/v0.38.25/cometbft"
 # wire.md §10.1: seed 00 01 .. 1f
 KNOWN_KEY_JSON = (
     '{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXG'
@@ -33,18 +31,6 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
     monkeypatch.delenv("COMETP2P_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     return CliRunner()
-
-
-def cometbft_binary() -> Path:
-    if not COMETBFT.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"cometbft binary required under CI=true, not found at {COMETBFT}")
-        pytest.skip(f"cometbft v0.38.25 binary not found at {COMETBFT}")
-    return COMETBFT
-
-
-def cometbft_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("CMTHOME", "TMHOME")}
 
 
 # -- init ------------------------------------------------------------------------------------
@@ -213,53 +199,6 @@ def test_help_lists_commands(runner: CliRunner) -> None:
     assert "init" in result.output
     assert "show-node-id" in result.output
     assert "show_node_id" not in result.output
-
-
-# -- parity with cometbft --------------------------------------------------------------------
-
-
-@pytest.mark.interop
-def test_cometbft_reads_home_made_by_init(runner: CliRunner, tmp_path: Path) -> None:
-    binary = cometbft_binary()
-    home = tmp_path / "node"
-    assert runner.invoke(main, ["init", "--home", str(home)]).exit_code == 0
-    ours = runner.invoke(main, ["show-node-id", "--home", str(home)]).output
-    theirs = subprocess.run(
-        [binary, "show-node-id", "--home", str(home)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=cometbft_env(),
-    )
-    assert theirs.returncode == 0, theirs.stderr
-    assert theirs.stderr == ""
-    assert theirs.stdout == ours
-
-
-@pytest.mark.interop
-def test_we_read_home_made_by_cometbft(runner: CliRunner, tmp_path: Path) -> None:
-    binary = cometbft_binary()
-    subprocess.run(
-        [binary, "init", "--home", str(tmp_path)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-        env=cometbft_env(),
-    )
-    theirs = subprocess.run(
-        [binary, "show-node-id", "--home", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=cometbft_env(),
-        check=True,
-    ).stdout
-    assert runner.invoke(main, ["show-node-id", "--home", str(tmp_path)]).output == theirs
-    # and init on that home keeps cometbft's key and config
-    before = (tmp_path / "config/config.toml").read_bytes()
-    assert runner.invoke(main, ["init", "--home", str(tmp_path)]).exit_code == 0
-    assert (tmp_path / "config/config.toml").read_bytes() == before
-    assert runner.invoke(main, ["show-node-id", "--home", str(tmp_path)]).output == theirs
 
 
 def test_known_key_via_save(tmp_path: Path, runner: CliRunner) -> None:
