@@ -145,20 +145,21 @@ def test_derived_vector_every_field() -> None:
 def test_nodeinfo_arriving_with_the_auth_sig_is_kept() -> None:
     vector = _derived()
     node_info = _h(vector["encoding_examples"]["node_info_example"]["delimited_wire"])
+    second = _h(vector["A"]["second_sealed_frame_nodeinfo_nonce1"])
     wire_from_a = (
-        _h(vector["A"]["eph_msg_wire"])
-        + _h(vector["A"]["first_sealed_frame_zero_padded"])
-        + _h(vector["A"]["second_sealed_frame_nodeinfo_nonce1"])
+        _h(vector["A"]["eph_msg_wire"]) + _h(vector["A"]["first_sealed_frame_zero_padded"]) + second
     )
     b = SecretHandshake(KEY_B, ephemeral_private_key=_h(vector["B"]["x25519_eph_priv"]))
     b.receive_data(wire_from_a)  # one TCP segment carrying everything
     event = b.next_event()
     assert event is not None
-    assert event.leftover_plaintext == node_info
-    assert event.opener.counter == 2
+    assert event.leftover_plaintext == b""
+    assert event.leftover_ciphertext == second
+    assert event.opener.counter == 1
+    assert event.opener.receive_data(event.leftover_ciphertext) == node_info
 
 
-def test_partial_frame_after_auth_sig_stays_in_the_opener() -> None:
+def test_partial_frame_after_auth_sig_is_leftover_ciphertext() -> None:
     vector = _derived()
     node_info = _h(vector["encoding_examples"]["node_info_example"]["delimited_wire"])
     second = _h(vector["A"]["second_sealed_frame_nodeinfo_nonce1"])
@@ -171,8 +172,38 @@ def test_partial_frame_after_auth_sig_stays_in_the_opener() -> None:
     event = b.next_event()
     assert event is not None
     assert event.leftover_plaintext == b""
-    assert event.opener.buffered_bytes == 500
+    assert event.leftover_ciphertext == second[:500]
+    assert event.opener.buffered_bytes == 0
+    assert event.opener.receive_data(event.leftover_ciphertext) == b""
     assert event.opener.receive_data(second[500:]) == node_info
+
+
+@settings(max_examples=30, deadline=None)
+@given(cut=st.integers(min_value=1, max_value=35 + 3 * 1044 - 1))
+def test_bad_frame_after_auth_sig_fails_the_connection_not_the_handshake(cut: int) -> None:
+    # Whether the tampered frame arrives with the AuthSig or later, the handshake
+    # completes and the frame fails when it is opened.
+    vector = _derived()
+    tampered = bytearray(_h(vector["A"]["second_sealed_frame_nodeinfo_nonce1"]))
+    tampered[7] ^= 0x04
+    stream = (
+        _h(vector["A"]["eph_msg_wire"])
+        + _h(vector["A"]["first_sealed_frame_zero_padded"])
+        + bytes(tampered)
+        + bytes(1044)
+    )
+    b = SecretHandshake(KEY_B, ephemeral_private_key=_h(vector["B"]["x25519_eph_priv"]))
+    b.receive_data(stream[:cut])
+    event = b.next_event()
+    if event is None:
+        b.receive_data(stream[cut:])
+        event = b.next_event()
+        rest = b""
+    else:
+        rest = stream[cut:]
+    assert event is not None
+    with pytest.raises(FrameError, match="frame 1"):
+        event.opener.receive_data(event.leftover_ciphertext + rest)
 
 
 def test_auth_sig_and_node_info_in_one_frame() -> None:

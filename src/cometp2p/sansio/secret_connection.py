@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from google.protobuf.message import DecodeError
 
-from cometp2p.crypto.frames import FrameOpener, FrameSealer
+from cometp2p.crypto.frames import SEALED_FRAME_BYTES, FrameOpener, FrameSealer
 from cometp2p.crypto.kdf import derive_secrets
 from cometp2p.crypto.keys import (
     ED25519_PUBLIC_KEY_BYTES,
@@ -112,10 +112,14 @@ class HandshakeComplete:
         remote_node_id: its node ID (wire.md §6.1). The caller still compares it with the
             dialed ID and the NodeInfo ID (§7).
         sealer: seals what we send next; its counter continues after our AuthSig frame.
-        opener: opens what the peer sends next; it already holds any partial frame that
-            arrived with the peer's AuthSig.
-        leftover_plaintext: decrypted bytes that followed the peer's AuthSigMessage (for
-            example the start of its NodeInfo); they come before anything ``opener`` yields.
+        opener: opens what the peer sends next; its counter continues after the frame
+            that completed the peer's AuthSig, and it holds no buffered bytes.
+        leftover_plaintext: decrypted bytes that followed the peer's AuthSigMessage inside
+            its last frame (for example the start of its NodeInfo). They come first.
+        leftover_ciphertext: bytes received after that frame, not yet opened. Feed them to
+            ``opener`` before anything read from the socket. They are left sealed so that a
+            bad frame after a good AuthSig fails the connection, not the handshake, however
+            the stream was split.
         challenge: the 32-byte Merlin challenge both sides signed.
     """
 
@@ -124,6 +128,7 @@ class HandshakeComplete:
     sealer: FrameSealer
     opener: FrameOpener
     leftover_plaintext: bytes
+    leftover_ciphertext: bytes
     challenge: bytes
 
 
@@ -217,6 +222,7 @@ class SecretHandshake:
     __slots__ = (
         "_buffer",
         "_challenge",
+        "_ciphertext",
         "_eph_private",
         "_eph_public",
         "_event",
@@ -245,6 +251,7 @@ class SecretHandshake:
         self._stage = SecretHandshakeStage.AWAIT_EPHEMERAL_KEY
         self._outgoing = bytearray(EPHEMERAL_KEY_PREFIX + self._eph_public)
         self._buffer = bytearray()
+        self._ciphertext = bytearray()
         self._plaintext = DelimitedReader(HANDSHAKE_MESSAGE_MAX_BYTES)
         self._sealer: FrameSealer | None = None
         self._opener: FrameOpener | None = None
@@ -315,8 +322,7 @@ class SecretHandshake:
                 f"peer closed the connection after {len(self._buffer)} of the "
                 f"{EPHEMERAL_KEY_MESSAGE_BYTES} bytes of its ephemeral key message",
             )
-        opener = self._opener
-        pending = opener.buffered_bytes if opener is not None else 0
+        pending = len(self._ciphertext)
         raise HandshakeError(
             HandshakeStage.AUTH_SIG,
             f"peer closed the connection before its AuthSigMessage was complete "
@@ -377,18 +383,28 @@ class SecretHandshake:
         sealer = self._sealer
         if opener is None or sealer is None:  # unreachable: set with the stage
             raise LocalProtocolError("frame keys missing in the AuthSig stage")
-        try:
-            plaintext = opener.receive_data(ciphertext)
-        except FrameError as exc:
-            raise HandshakeError(
-                HandshakeStage.AUTH_SIG, f"frame carrying the AuthSigMessage: {exc}"
-            ) from exc
+        buffered = self._ciphertext
+        buffered += ciphertext
         reader = self._plaintext
-        reader.feed(plaintext)
-        try:
-            body = reader.next_message()
-        except RemoteProtocolError as exc:
-            raise HandshakeError(HandshakeStage.AUTH_SIG, f"AuthSigMessage: {exc}") from exc
+        # Open one frame at a time and stop at the frame that completes the AuthSig:
+        # whatever follows belongs to the connection, not to the handshake.
+        body = None
+        consumed = 0
+        while body is None and len(buffered) - consumed >= SEALED_FRAME_BYTES:
+            end = consumed + SEALED_FRAME_BYTES
+            try:
+                plaintext = opener.receive_data(bytes(buffered[consumed:end]))
+            except FrameError as exc:
+                raise HandshakeError(
+                    HandshakeStage.AUTH_SIG, f"frame carrying the AuthSigMessage: {exc}"
+                ) from exc
+            consumed = end
+            reader.feed(plaintext)
+            try:
+                body = reader.next_message()
+            except RemoteProtocolError as exc:
+                raise HandshakeError(HandshakeStage.AUTH_SIG, f"AuthSigMessage: {exc}") from exc
+        del buffered[:consumed]
         if body is None:
             return
         remote_key, signature = decode_auth_sig_message(body)
@@ -408,8 +424,10 @@ class SecretHandshake:
             sealer=sealer,
             opener=opener,
             leftover_plaintext=reader.take_rest(),
+            leftover_ciphertext=bytes(buffered),
             challenge=self._challenge,
         )
+        buffered.clear()
 
 
 def _describe_bad_prefix(buffer: bytearray) -> str:
