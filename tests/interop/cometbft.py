@@ -213,12 +213,18 @@ def poll_until(
         time.sleep(interval_s)
 
 
+def _cometbft_env() -> dict[str, str]:
+    # $CMTHOME / $TMHOME would take precedence over --home in cometbft.
+    return {k: v for k, v in os.environ.items() if k not in ("CMTHOME", "TMHOME")}
+
+
 def _run_cli(binary: Path, *args: str) -> str:
     done = subprocess.run(
         [str(binary), *args],
         capture_output=True,
         text=True,
         timeout=_CLI_TIMEOUT_S,
+        env=_cometbft_env(),
         check=False,
     )
     if done.returncode != 0:
@@ -292,10 +298,14 @@ class CometBFTNode:
 
     @property
     def node_id(self) -> str:
-        """The node ID as ``cometbft show-node-id`` prints it (cached)."""
+        """The node ID as ``cometbft show-node-id`` prints it (cached; see :meth:`show_node_id`)."""
         if self._node_id is None:
-            self._node_id = _run_cli(self.binary, "show-node-id", "--home", str(self.home)).strip()
+            self._node_id = self.show_node_id()
         return self._node_id
+
+    def show_node_id(self) -> str:
+        """Run ``cometbft show-node-id --home <home>`` now (no cache) and return the ID."""
+        return _run_cli(self.binary, "show-node-id", "--home", str(self.home)).strip()
 
     @property
     def chain_id(self) -> str:
@@ -413,6 +423,7 @@ class CometBFTNode:
                     *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
+                env=_cometbft_env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a terminal's Ctrl-C is for pytest; we stop the node
