@@ -55,7 +55,8 @@ _KEY_RE: Final = re.compile(r"[0-9a-f]{24}")
 # ("," is accepted as a separator, like Go's parser), "Z" or a numeric offset.
 _GO_TIME_RE: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d must not match other scripts' digits, which int() would accept
 )
 _MIN_TIME: Final = ZERO_TIME
 _MAX_TIME: Final = datetime.max.replace(tzinfo=UTC)
