@@ -1,0 +1,1045 @@
+"""The sans-IO MConnection: channels, scheduling, chunking, ping/pong and rate limits.
+
+Implements wire.md §8 (MConnection) over the decrypted byte stream of a
+SecretConnection, with the Packet codec of §4.3 / §5.1. No IO and no clock: the driver
+passes ``now`` (float seconds, monotonic) and moves bytes.
+
+Vocabulary (see ``style.md``): :meth:`MConnection.receive_data` (``b""`` = EOF),
+:meth:`MConnection.next_event`, :meth:`MConnection.data_to_send`,
+:meth:`MConnection.get_timer`, :meth:`MConnection.handle_timer`; commands
+:meth:`MConnection.send`, :meth:`MConnection.can_send`, :meth:`MConnection.close`.
+
+A driver is expected to:
+
+* read decrypted bytes (no more than :meth:`MConnection.recv_allowance` when it is
+  finite; wait until :meth:`MConnection.recv_resume_at` when it is 0) and pass them to
+  ``receive_data``;
+* after ``send``, ``receive_data`` and ``handle_timer``, call ``data_to_send(now)``
+  until it returns ``b""``, writing each result in order;
+* keep one timer armed at ``get_timer()`` and call ``handle_timer(now)`` then
+  ``data_to_send(now)`` when it fires;
+* drain ``next_event()`` after every call: :class:`MessageReceived` goes to the
+  channel's reactor, :class:`SendQueueReady` wakes a sender that got ``False`` from
+  ``send``, :class:`ConnectionTerminated` ends the connection.
+
+Behaviour follows CometBFT v0.38 ``p2p/conn/connection.go`` with these deliberate
+choices (all invisible on the wire except the last):
+
+* Scheduling is Go's rule (the pending channel with the smallest
+  ``recently_sent / priority`` goes next, ties to the channel declared first), applied
+  per *run*: the chosen channel emits packets until its ratio passes the runner-up's,
+  which yields exactly the packet order of per-packet selection at a fraction of the
+  cost. ``recently_sent`` counts delimited packet bytes and decays every
+  ``stats_decay_period_s`` to ``floor(x * 0.8)``.
+* Flushing: ping and pong go out at once (with anything buffered); data goes out at
+  once when the send queues run dry or a write batch (``write_batch_bytes``) is full;
+  data held back because the send rate is exhausted goes out at the latest
+  ``flush_throttle_s`` after it was produced.
+* On channel ids >= 0x80 the chunk size is reduced by one byte where needed so every
+  packet fits the receiver's limit (wire.md §8.3: a full 1024-byte chunk there would be
+  1035 bytes and a Go peer would refuse it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from cometp2p.errors import (
+    ConfigError,
+    ConnectionBrokenError,
+    ConnectionClosedError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from cometp2p.sansio.flowrate import UNLIMITED, RateLimiter
+from cometp2p.wire.packet import (
+    MAX_CHANNEL_ID,
+    PING_FRAME,
+    PONG_FRAME,
+    PacketMsg,
+    PacketPing,
+    decode_packet,
+    max_packet_msg_size,
+    packet_msg_body_size,
+    packet_msg_header,
+)
+from cometp2p.wire.varint import decode_uvarint
+
+if TYPE_CHECKING:
+    from cometp2p.config import P2PConfig
+
+__all__ = [
+    "DEFAULT_RECV_MESSAGE_CAPACITY",
+    "UNLIMITED",
+    "ChannelDescriptor",
+    "ChannelStatus",
+    "ConnectionTerminated",
+    "Event",
+    "MConnection",
+    "MConnectionConfig",
+    "MConnectionState",
+    "MConnectionStatus",
+    "MessageReceived",
+    "SendQueueReady",
+]
+
+DEFAULT_RECV_MESSAGE_CAPACITY: Final = 22_020_096
+"""Go's ``defaultRecvMessageCapacity`` (21 MiB), wire.md §8.2."""
+
+_DECAY_FACTOR: Final = 0.8
+_MAX_DECAY_STEPS: Final = 200  # 0.8**200 * 2**63 < 1: more steps change nothing
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDescriptor:
+    """One channel of an MConnection (wire.md §8.2, table in §9.1).
+
+    Attributes:
+        id: the channel byte, 0..255.
+        priority: relative share of the send bandwidth under contention (> 0).
+        send_queue_capacity: whole messages that may wait in the send queue (>= 1).
+        recv_buffer_capacity: initial reassembly buffer size in bytes (no wire effect;
+            kept for parity with Go's descriptor).
+        recv_message_capacity: the largest reassembled message accepted, in bytes; a
+            peer exceeding it is disconnected.
+
+    Raises:
+        LocalProtocolError: an id outside 0..255, a priority <= 0, a queue capacity
+            < 1 or a negative buffer or message capacity.
+    """
+
+    id: int
+    priority: int
+    send_queue_capacity: int = 1
+    recv_buffer_capacity: int = 4096
+    recv_message_capacity: int = DEFAULT_RECV_MESSAGE_CAPACITY
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.id <= MAX_CHANNEL_ID:
+            raise LocalProtocolError(f"channel id must be 0..255, got {self.id}")
+        if self.priority <= 0:
+            raise LocalProtocolError(
+                f"channel {self.id:#04x}: priority must be > 0, got {self.priority}"
+            )
+        if self.send_queue_capacity < 1:
+            raise LocalProtocolError(
+                f"channel {self.id:#04x}: send_queue_capacity must be >= 1 message, "
+                f"got {self.send_queue_capacity}"
+            )
+        if self.recv_buffer_capacity < 0 or self.recv_message_capacity < 0:
+            raise LocalProtocolError(
+                f"channel {self.id:#04x}: receive capacities must be >= 0 bytes, got "
+                f"{self.recv_buffer_capacity} and {self.recv_message_capacity}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class MConnectionConfig:
+    """Tunables of one MConnection (wire.md §8.1).
+
+    Attributes:
+        send_rate_bytes_per_s: ``[p2p] send_rate``, node default 5 120 000; 0 = unlimited.
+        recv_rate_bytes_per_s: ``[p2p] recv_rate``, node default 5 120 000; 0 = unlimited.
+        max_packet_msg_payload_bytes: ``[p2p] max_packet_msg_payload_size``, default
+            1024: data bytes per PacketMsg; also fixes the largest Packet accepted.
+        flush_throttle_s: ``[p2p] flush_throttle_timeout``, default 0.1 (v1.0: 0.01):
+            the longest data held back while the send rate is exhausted.
+        ping_interval_s: seconds between our Pings (Go: 60, not configurable).
+        pong_timeout_s: seconds to wait for a Pong after a Ping (Go: 45); must be
+            smaller than ``ping_interval_s``.
+        stats_decay_period_s: how often ``recently_sent`` decays by x0.8 (Go: 2 s).
+        write_batch_bytes: the most bytes one :meth:`MConnection.data_to_send` call
+            produces before flushing (Go's write buffer: 65 536), give or take one packet.
+        rate_burst_s: the rate limiters' bucket size, in seconds of rate (Go's flowrate
+            sample period: 0.1).
+
+    Raises:
+        ConfigError: a negative rate, throttle or burst, a payload < 1 byte, a batch
+            < 1 byte, non-positive intervals, or ``pong_timeout_s >= ping_interval_s``.
+    """
+
+    send_rate_bytes_per_s: int = 5_120_000
+    recv_rate_bytes_per_s: int = 5_120_000
+    max_packet_msg_payload_bytes: int = 1024
+    flush_throttle_s: float = 0.1
+    ping_interval_s: float = 60.0
+    pong_timeout_s: float = 45.0
+    stats_decay_period_s: float = 2.0
+    write_batch_bytes: int = 65_536
+    rate_burst_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.send_rate_bytes_per_s < 0 or self.recv_rate_bytes_per_s < 0:
+            raise ConfigError(
+                "send/recv rate must be >= 0 bytes/s (0 = unlimited), got "
+                f"{self.send_rate_bytes_per_s} and {self.recv_rate_bytes_per_s}"
+            )
+        if self.max_packet_msg_payload_bytes < 1:
+            raise ConfigError(
+                "max_packet_msg_payload_size must be >= 1 byte, got "
+                f"{self.max_packet_msg_payload_bytes}"
+            )
+        if self.flush_throttle_s < 0 or self.rate_burst_s <= 0:
+            raise ConfigError(
+                f"flush_throttle_s must be >= 0 and rate_burst_s > 0, got "
+                f"{self.flush_throttle_s} and {self.rate_burst_s}"
+            )
+        if self.ping_interval_s <= 0 or self.pong_timeout_s <= 0 or self.stats_decay_period_s <= 0:
+            raise ConfigError(
+                "ping interval, pong timeout and stats decay period must be > 0 s, got "
+                f"{self.ping_interval_s}, {self.pong_timeout_s}, {self.stats_decay_period_s}"
+            )
+        if self.pong_timeout_s >= self.ping_interval_s:
+            raise ConfigError(
+                f"pong timeout ({self.pong_timeout_s} s) must be less than the ping interval "
+                f"({self.ping_interval_s} s), otherwise the next ping resets the pong timer"
+            )
+        if self.write_batch_bytes < 1:
+            raise ConfigError(f"write_batch_bytes must be >= 1, got {self.write_batch_bytes}")
+
+    @classmethod
+    def from_p2p(cls, p2p: P2PConfig) -> MConnectionConfig:
+        """The MConnection settings of a ``[p2p]`` config section (other fields default).
+
+        Raises:
+            ConfigError: as for the constructor (e.g. a payload size of 0).
+        """
+        return cls(
+            send_rate_bytes_per_s=p2p.send_rate_bytes_per_s,
+            recv_rate_bytes_per_s=p2p.recv_rate_bytes_per_s,
+            max_packet_msg_payload_bytes=p2p.max_packet_msg_payload_bytes,
+            flush_throttle_s=p2p.flush_throttle_timeout_s,
+        )
+
+
+# --------------------------------------------------------------------------- events & status
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class MessageReceived:
+    """A whole message arrived on a channel (all its PacketMsgs, eof on the last).
+
+    Attributes:
+        channel_id: the channel byte.
+        message: the reassembled message bytes (possibly empty).
+    """
+
+    channel_id: int
+    message: bytes
+
+    def __init__(self, channel_id: int, message: bytes) -> None:
+        # One of these per message on the receive hot path: the slot setters are
+        # about a third cheaper than the generated frozen __init__'s object.__setattr__.
+        _set_channel_id(self, channel_id)
+        _set_message(self, message)
+
+
+_set_channel_id: Final[Callable[[MessageReceived, int], None]] = MessageReceived.__dict__[
+    "channel_id"
+].__set__
+_set_message: Final[Callable[[MessageReceived, bytes], None]] = MessageReceived.__dict__[
+    "message"
+].__set__
+
+
+@dataclass(frozen=True, slots=True)
+class SendQueueReady:
+    """A channel whose :meth:`MConnection.send` returned ``False`` has room again.
+
+    Attributes:
+        channel_id: the channel byte.
+    """
+
+    channel_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTerminated:
+    """The connection is over; always the last event.
+
+    Attributes:
+        error: why the peer is at fault (malformed bytes, unknown channel, oversize
+            packet or message, pong timeout), or ``None`` for a clean end.
+        by_peer: ``False`` only when we called :meth:`MConnection.close`.
+    """
+
+    error: RemoteProtocolError | None
+    by_peer: bool
+
+
+Event = MessageReceived | SendQueueReady | ConnectionTerminated
+"""Everything :meth:`MConnection.next_event` can return."""
+
+
+class MConnectionState(enum.Enum):
+    """Lifecycle of an MConnection: OPEN, then exactly one of the three ends."""
+
+    OPEN = "open"
+    CLOSED = "closed"  # we called close()
+    PEER_CLOSED = "peer closed"  # EOF at a packet boundary
+    FAILED = "failed"  # the peer broke the protocol or stopped answering pings
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """Counters of one channel (Go's ``ChannelStatus`` plus byte counts).
+
+    Attributes:
+        id: the channel byte.
+        priority: its priority.
+        send_queue_capacity: whole messages its queue holds.
+        send_queue_size: messages queued, counting one partly sent.
+        recently_sent: the decayed count of delimited packet bytes that drives scheduling.
+        bytes_sent: message payload bytes sent on it (chunk data, excluding framing).
+        bytes_received: message payload bytes received on it.
+    """
+
+    id: int
+    priority: int
+    send_queue_capacity: int
+    send_queue_size: int
+    recently_sent: int
+    bytes_sent: int
+    bytes_received: int
+
+
+@dataclass(frozen=True, slots=True)
+class MConnectionStatus:
+    """A snapshot of an MConnection.
+
+    Attributes:
+        state: the lifecycle state.
+        duration_s: seconds since the connection was created.
+        bytes_sent: all bytes handed out by ``data_to_send`` (framing included).
+        bytes_received: all bytes passed to ``receive_data``.
+        channels: one entry per channel, in declaration order.
+    """
+
+    state: MConnectionState
+    duration_s: float
+    bytes_sent: int
+    bytes_received: int
+    channels: tuple[ChannelStatus, ...]
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _Channel:
+    """Send queue, chunker state and reassembly buffer of one channel."""
+
+    __slots__ = (
+        "blocked",
+        "bytes_received",
+        "bytes_sent",
+        "capacity",
+        "chunk",
+        "desc",
+        "eof_headers",
+        "full_header",
+        "full_size",
+        "id",
+        "index",
+        "offset",
+        "priority",
+        "queue",
+        "recently_sent",
+        "recv_buf",
+        "recv_capacity",
+        "refill_pending",
+        "sending",
+    )
+
+    def __init__(self, desc: ChannelDescriptor, index: int, max_payload: int) -> None:
+        self.desc = desc
+        self.id = desc.id
+        self.index = index
+        self.priority = desc.priority
+        self.capacity = desc.send_queue_capacity
+        self.queue: deque[bytes] = deque()
+        self.sending: memoryview | None = None  # the message being chunked, if any
+        self.offset = 0
+        self.recently_sent = 0
+        self.blocked = False  # send() refused a message: announce SendQueueReady
+        self.refill_pending = False  # SendQueueReady announced during this batch
+        limit = max_packet_msg_size(max_payload)
+        chunk = max_payload
+        while packet_msg_body_size(desc.id, True, chunk) > limit:
+            chunk -= 1
+        self.chunk = chunk
+        self.full_header = packet_msg_header(desc.id, False, chunk)
+        self.full_size = len(self.full_header) + chunk
+        self.eof_headers: dict[int, bytes] = {}
+        self.recv_buf = bytearray()
+        self.recv_capacity = desc.recv_message_capacity
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+
+_OPEN: Final = MConnectionState.OPEN
+_NO_CHANNEL: Final = _Channel(ChannelDescriptor(0, 1), -1, 1)  # never used: no template yet
+
+# Receive-side templates, shared by all connections: for (channel id, eof), body length
+# -> the canonical delimited header of such a PacketMsg. Only headers that arrived on
+# a declared channel are recorded, and each table is bounded.
+_RX_TEMPLATES: Final[dict[int, dict[int, bytes]]] = {}
+_TEMPLATES_MAX: Final = 4096
+
+
+def _rx_templates(channel_id: int, eof: bool) -> dict[int, bytes]:
+    key = channel_id << 1 | eof
+    table = _RX_TEMPLATES.get(key)
+    if table is None:
+        table = _RX_TEMPLATES[key] = {}
+    return table
+
+
+class MConnection:
+    """Multiplexes messages on prioritised channels over one decrypted byte stream.
+
+    Args:
+        channels: the channels we accept and send on, in priority tie-break order.
+        config: the tunables.
+        now: the creation time in seconds (monotonic); the first Ping is due
+            ``ping_interval_s`` later.
+
+    Raises:
+        LocalProtocolError: two channels share an id.
+    """
+
+    def __init__(
+        self, channels: Sequence[ChannelDescriptor], config: MConnectionConfig, now: float
+    ) -> None:
+        self.config = config
+        self._created = now
+        self._state = _OPEN
+        self._error: RemoteProtocolError | None = None
+        payload = config.max_packet_msg_payload_bytes
+        self._channels: tuple[_Channel, ...] = tuple(
+            _Channel(desc, i, payload) for i, desc in enumerate(channels)
+        )
+        self._by_id: dict[int, _Channel] = {}
+        self._by_byte: list[_Channel | None] = [None] * (MAX_CHANNEL_ID + 1)
+        for ch in self._channels:
+            if ch.id in self._by_id:
+                raise LocalProtocolError(f"channel {ch.id:#04x} declared twice")
+            self._by_id[ch.id] = ch
+            self._by_byte[ch.id] = ch
+        self._max_packet = max_packet_msg_size(payload)
+        self._events: deque[Event] = deque()
+        # send side
+        self._pending = 0  # channels with a queued or partly sent message
+        self._out: list[bytes | memoryview] = []
+        self._out_bytes = 0
+        self._batch_bytes = config.write_batch_bytes
+        self._flush_deadline: float | None = None
+        self._send_limiter = RateLimiter(
+            config.send_rate_bytes_per_s,
+            now,
+            max(1, round(config.send_rate_bytes_per_s * config.rate_burst_s)),
+        )
+        self._send_limited = config.send_rate_bytes_per_s > 0
+        self._bytes_sent = 0
+        self._next_decay_at = now + config.stats_decay_period_s
+        # liveness
+        self._next_ping_at = now + config.ping_interval_s
+        self._ping_due = False
+        self._pong_due = False
+        self._pong_deadline: float | None = None
+        # receive side
+        self._rest = b""  # an incomplete Packet carried over to the next receive_data
+        self._template: dict[int, bytes] = {}  # see _parse, tier 1
+        self._template_ch = _NO_CHANNEL
+        self._template_eof = False
+        self._recv_limiter = RateLimiter(
+            config.recv_rate_bytes_per_s,
+            now,
+            max(1, round(config.recv_rate_bytes_per_s * config.rate_burst_s)),
+        )
+        self._bytes_received = 0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> MConnectionState:
+        """The lifecycle state."""
+        return self._state
+
+    @property
+    def channel_ids(self) -> tuple[int, ...]:
+        """The declared channel ids, in declaration order."""
+        return tuple(ch.id for ch in self._channels)
+
+    # ------------------------------------------------------------------ commands
+
+    def send(self, channel_id: int, message: bytes) -> bool:
+        """Queue a whole message on a channel if its queue has room (Go's ``TrySend``).
+
+        Never blocks and never produces bytes by itself: call :meth:`data_to_send`.
+
+        Args:
+            channel_id: a declared channel byte.
+            message: the message bytes (any length; chunked on the wire).
+
+        Returns:
+            ``True`` if queued; ``False`` if the channel already holds
+            ``send_queue_capacity`` messages, in which case a :class:`SendQueueReady`
+            event follows once one leaves the queue.
+
+        Raises:
+            LocalProtocolError: the channel was not declared.
+            ConnectionClosedError: we closed the connection.
+            ConnectionBrokenError: the peer closed it or broke the protocol.
+        """
+        ch = self._by_id.get(channel_id)
+        if ch is None or self._state is not _OPEN:
+            raise self._refusal(channel_id)
+        queue = ch.queue
+        if len(queue) >= ch.capacity:
+            ch.blocked = True
+            return False
+        if not queue and ch.sending is None:
+            self._pending += 1
+        queue.append(message)
+        return True
+
+    def can_send(self, channel_id: int) -> bool:
+        """Whether :meth:`send` on this channel would queue the message now.
+
+        Raises:
+            LocalProtocolError: the channel was not declared.
+        """
+        ch = self._by_id.get(channel_id)
+        if ch is None:
+            raise self._refusal(channel_id)
+        return self._state is _OPEN and len(ch.queue) < ch.capacity
+
+    def close(self) -> None:
+        """Close the connection from our side: queued and unflushed data is dropped.
+
+        Queues :class:`ConnectionTerminated` ``(None, by_peer=False)`` if the connection
+        was open; idempotent. The driver then closes the transport.
+        """
+        if self._state is _OPEN:
+            self._terminate(MConnectionState.CLOSED, None, by_peer=False)
+
+    def _refusal(self, channel_id: int) -> Exception:
+        """The error for a command on an undeclared channel or an ended connection."""
+        if channel_id not in self._by_id:
+            declared = ", ".join(f"{ch.id:#04x}" for ch in self._channels) or "none"
+            return LocalProtocolError(
+                f"channel {channel_id!r} is not declared on this connection (declared: {declared})"
+            )
+        if self._state is MConnectionState.CLOSED:
+            return ConnectionClosedError("the MConnection was closed by us")
+        if self._state is MConnectionState.PEER_CLOSED:
+            return ConnectionBrokenError("the peer closed the connection")
+        error = ConnectionBrokenError(f"the connection failed: {self._error}")
+        error.__cause__ = self._error
+        return error
+
+    def _terminate(
+        self, state: MConnectionState, error: RemoteProtocolError | None, by_peer: bool
+    ) -> None:
+        self._state = state
+        self._error = error
+        self._events.append(ConnectionTerminated(error, by_peer))
+        for ch in self._channels:
+            ch.queue.clear()
+            ch.sending = None
+            ch.recv_buf = bytearray()
+        self._out.clear()
+        self._out_bytes = 0
+        self._pending = 0
+        self._rest = b""
+        self._flush_deadline = None
+        self._pong_deadline = None
+
+    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
+        self._terminate(MConnectionState.FAILED, error, by_peer=True)
+        return error
+
+    # ------------------------------------------------------------------ events
+
+    def next_event(self) -> Event | None:
+        """Pop the next event, or ``None`` when there is none."""
+        events = self._events
+        return events.popleft() if events else None
+
+    def drain_events(self) -> list[Event]:
+        """Pop every pending event at once (cheaper than looping on :meth:`next_event`)."""
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    # ------------------------------------------------------------------ timers
+
+    def get_timer(self) -> float | None:
+        """The next absolute time (seconds) :meth:`handle_timer` must be called, or None.
+
+        Covers the next Ping, the pong timeout, the flush of held-back data and the
+        moment the send rate lets queued data move again.
+        """
+        if self._state is not _OPEN:
+            return None
+        deadline = self._next_ping_at
+        if self._ping_due or self._pong_due:
+            return self._created  # already due: any time in the past will do
+        if self._pong_deadline is not None and self._pong_deadline < deadline:
+            deadline = self._pong_deadline
+        if self._flush_deadline is not None and self._flush_deadline < deadline:
+            deadline = self._flush_deadline
+        if self._pending and self._send_limited:
+            want = min(self._batch_bytes - self._out_bytes, self._send_limiter.burst_bytes)
+            ready = self._send_limiter.ready_at(want)
+            if ready < deadline:
+                deadline = ready
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due at ``now``: schedule a Ping, or fail on a pong timeout.
+
+        Follow with :meth:`data_to_send` ``(now)``. Calling it early is harmless.
+        """
+        if self._state is not _OPEN:
+            return
+        if self._pong_deadline is not None and now >= self._pong_deadline:
+            timeout = self.config.pong_timeout_s
+            self._fail(RemoteProtocolError(f"pong timeout: no Pong within {timeout} s of our Ping"))
+            return
+        if now >= self._next_ping_at:
+            self._ping_due = True
+            interval = self.config.ping_interval_s
+            # A ticker: keep the cadence, skip ticks missed while we were not called.
+            missed = int((now - self._next_ping_at) / interval)
+            self._next_ping_at += (missed + 1) * interval
+
+    # ------------------------------------------------------------------ sending
+
+    def data_to_send(self, now: float) -> bytes:
+        """Bytes to write to the SecretConnection now (``b""`` when nothing is due).
+
+        Produces Ping/Pong first, then PacketMsgs chosen by the scheduler, as one bytes
+        object of many delimited packets, within the send rate and
+        ``write_batch_bytes``. Call again until it returns ``b""``.
+        """
+        if self._state is not _OPEN:
+            return b""
+        if now >= self._next_decay_at:
+            self._decay(now)
+        out = self._out
+        head = b""
+        if self._pong_due:
+            self._pong_due = False
+            head = PONG_FRAME
+        if self._ping_due:
+            self._ping_due = False
+            head += PING_FRAME
+            self._pong_deadline = now + self.config.pong_timeout_s
+        if self._pending:
+            budget = self._batch_bytes - self._out_bytes
+            if self._send_limited:
+                allowed = self._send_limiter.available(now)
+                if allowed < budget:
+                    budget = allowed
+            if budget > 0:
+                emitted = self._schedule(out, budget)
+                self._out_bytes += emitted
+                if self._send_limited:
+                    self._send_limiter.consume(emitted)
+        if not out:
+            if head:
+                self._bytes_sent += len(head)
+            return head
+        if not (
+            head
+            or not self._pending
+            or self._out_bytes >= self._batch_bytes
+            or self.config.flush_throttle_s <= 0
+            or (self._flush_deadline is not None and now >= self._flush_deadline)
+        ):
+            # Rate-limited with more to come: hold the packets back (Go's flush throttle).
+            if self._flush_deadline is None:
+                self._flush_deadline = now + self.config.flush_throttle_s
+            return b""
+        if head:
+            out.insert(0, head)
+        data = b"".join(out)
+        out.clear()
+        self._out_bytes = 0
+        self._flush_deadline = None
+        self._bytes_sent += len(data)
+        return data
+
+    def _schedule(self, out: list[bytes | memoryview], budget: int) -> int:
+        """Append PacketMsgs to ``out`` until ``budget`` bytes or the queues run dry."""
+        append = out.append
+        channels = self._channels
+        emitted = 0
+        while emitted < budget:
+            # Go's selectChannelToGossipOn, plus the runner-up that bounds this run.
+            best: _Channel | None = None
+            second: _Channel | None = None
+            for ch in channels:
+                if ch.sending is None and not ch.queue:
+                    continue
+                if best is None:
+                    best = ch
+                elif ch.recently_sent * best.priority < best.recently_sent * ch.priority:
+                    second = best
+                    best = ch
+                elif second is None or (
+                    ch.recently_sent * second.priority < second.recently_sent * ch.priority
+                ):
+                    second = ch
+            if best is None:
+                break
+            if second is None:
+                max_rs = 1 << 62
+            else:
+                # best keeps the turn while rs/prio < second's (<= if declared first).
+                bound = second.recently_sent * best.priority
+                if best.index > second.index:
+                    bound -= 1
+                max_rs = bound // second.priority
+            emitted += self._emit(best, append, budget - emitted, max_rs)
+            if best.refill_pending:
+                best.refill_pending = False
+                if best.sending is None and not best.queue and self._pending:
+                    # Its sender is waiting to refill: end the batch rather than hand
+                    # its share to the other channels (fairness under saturation).
+                    break
+        return emitted
+
+    def _emit(self, ch: _Channel, append: _Append, budget: int, max_rs: int) -> int:
+        """Emit packets of one channel until it loses the turn, the budget or its data."""
+        queue = ch.queue
+        sending = ch.sending
+        offset = ch.offset
+        chunk = ch.chunk
+        headers = ch.eof_headers
+        rs = ch.recently_sent
+        emitted = 0
+        data_bytes = 0
+        while True:
+            if sending is None:
+                if not queue:
+                    break
+                message = queue.popleft()
+                if ch.blocked:
+                    ch.blocked = False
+                    ch.refill_pending = True
+                    self._events.append(SendQueueReady(ch.id))
+                size = len(message)
+                if size <= chunk:  # one packet: no memoryview, no slicing
+                    header = headers.get(size)
+                    if header is None:
+                        header = headers[size] = packet_msg_header(ch.id, True, size)
+                    append(header)
+                    if size:
+                        append(message)
+                    data_bytes += size
+                    size += len(header)
+                    rs += size
+                    emitted += size
+                    if rs > max_rs or emitted >= budget:
+                        break
+                    continue
+                sending = memoryview(message)
+                offset = 0
+            left = len(sending) - offset
+            if left > chunk:
+                end = offset + chunk
+                append(ch.full_header)
+                append(sending[offset:end])
+                offset = end
+                data_bytes += chunk
+                size = ch.full_size
+            else:
+                header = headers.get(left)
+                if header is None:
+                    header = headers[left] = packet_msg_header(ch.id, True, left)
+                append(header)
+                append(sending[offset:])
+                sending = None
+                data_bytes += left
+                size = len(header) + left
+            rs += size
+            emitted += size
+            if rs > max_rs or emitted >= budget:
+                break
+        ch.sending = sending
+        ch.offset = offset
+        ch.recently_sent = rs
+        ch.bytes_sent += data_bytes
+        if sending is None and not queue:
+            self._pending -= 1
+        return emitted
+
+    def _decay(self, now: float) -> None:
+        period = self.config.stats_decay_period_s
+        steps = int((now - self._next_decay_at) / period) + 1
+        self._next_decay_at += steps * period
+        for ch in self._channels:
+            rs = ch.recently_sent
+            for _ in range(min(steps, _MAX_DECAY_STEPS)):
+                if not rs:
+                    break
+                rs = int(rs * _DECAY_FACTOR)  # Go: int64(float64(x) * 0.8)
+            ch.recently_sent = rs
+
+    # ------------------------------------------------------------------ receiving
+
+    def recv_allowance(self, now: float) -> int:
+        """Bytes the driver may read and pass to :meth:`receive_data` now.
+
+        :data:`UNLIMITED` when ``recv_rate`` is 0; 0 means wait until
+        :meth:`recv_resume_at`. A read may return more than this (a whole
+        SecretConnection frame, say): the excess is debt that delays the next read, so
+        the long-run rate holds. 0 once the connection is over.
+        """
+        if self._state is not _OPEN:
+            return 0
+        return self._recv_limiter.available(now)
+
+    def recv_resume_at(self) -> float:
+        """The earliest time (seconds) at which :meth:`recv_allowance` is > 0 again."""
+        return self._recv_limiter.ready_at(1)
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed decrypted bytes from the SecretConnection; ``b""`` means EOF.
+
+        Produces :class:`MessageReceived` events (and answers Pings) however the stream
+        is split. Data arriving after the connection ended is ignored.
+
+        Raises:
+            RemoteProtocolError: the peer sent an oversize, malformed or empty Packet, a
+                PacketMsg on an undeclared channel, a message beyond the channel's
+                ``recv_message_capacity``, or closed the stream mid-packet. The
+                connection is then FAILED: messages completed before the bad packet
+                stay queued, followed by :class:`ConnectionTerminated` carrying the
+                same error, and every later call raises again.
+        """
+        if self._state is not _OPEN:
+            if self._state is MConnectionState.FAILED:
+                raise RemoteProtocolError(f"the connection already failed: {self._error}")
+            return
+        if not data:
+            if self._rest:
+                raise self._fail(
+                    RemoteProtocolError(
+                        f"connection closed in the middle of a Packet "
+                        f"({len(self._rest)} bytes of it received)"
+                    )
+                )
+            self._terminate(MConnectionState.PEER_CLOSED, None, by_peer=True)
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        self._bytes_received += len(data)
+        self._recv_limiter.consume(len(data))
+        buf = self._rest + data if self._rest else data
+        try:
+            pos = self._parse(buf)
+        except RemoteProtocolError as exc:
+            self._fail(exc)
+            raise
+        self._rest = buf[pos:] if pos < len(buf) else b""
+
+    def _parse(self, buf: bytes) -> int:
+        """Handle every complete Packet in ``buf``; returns where the incomplete one starts.
+
+        Three tiers, fastest first: (1) the packet starts with the canonical header seen
+        last for this length on the channel of the previous packet (one dict lookup and
+        one ``startswith``); (2) the canonical PacketMsg layout parsed byte by byte;
+        (3) :func:`~cometp2p.wire.packet.decode_packet` for everything else.
+        """
+        n = len(buf)
+        pos = 0
+        max_packet = self._max_packet
+        by_byte = self._by_byte
+        append = self._events.append
+        template = self._template
+        template_ch = self._template_ch
+        template_eof = self._template_eof
+        view: memoryview | None = None
+        while pos < n:
+            # uvarint length prefix; a Packet body is at most a few KiB, i.e. 1-2 bytes
+            length = buf[pos]
+            start = pos + 1
+            if length >= 0x80:
+                if start < n and buf[start] < 0x80:
+                    length = (length & 0x7F) | (buf[start] << 7)
+                    start += 1
+                else:
+                    decoded = decode_uvarint(buf, pos)
+                    if decoded is None:
+                        if n - pos >= 10:
+                            raise RemoteProtocolError("Packet length prefix longer than 10 bytes")
+                        break
+                    length, start = decoded
+            if length > max_packet:
+                raise RemoteProtocolError(
+                    f"Packet exceeds max size: declared {length} bytes, limit {max_packet} "
+                    f"(max_packet_msg_payload_size={self.config.max_packet_msg_payload_bytes})"
+                )
+            end = start + length
+            if end > n:
+                break
+            header = template.get(length)
+            if header is not None and buf.startswith(header, pos):
+                data_start = pos + len(header)
+                ch = template_ch
+                eof = template_eof
+                pos = end
+            else:
+                packet_start = pos
+                pos = end
+                # Canonical PacketMsg: 1a L [08 ch] [10 01] [1a len data] (wire.md §4.6).
+                # Any mismatch leaves p != end and falls through to the general decoder.
+                p = -1
+                if length > 2 and buf[start] == 0x1A:
+                    p = buf[start + 1]  # the PacketMsg length must span exactly to `end`
+                    if p < 0x80:
+                        p = start + 2 if start + 2 + p == end else -1
+                    else:
+                        b = buf[start + 2]
+                        p = (p & 0x7F) | (b << 7) if b < 0x80 else -1
+                        p = start + 3 if start + 3 + p == end else -1
+                cid = 0
+                eof = False
+                b = buf[p] if 0 <= p < end else 0
+                if b == 0x08:
+                    cid = buf[p + 1] if p + 1 < end else 0x80
+                    p = p + 2 if cid < 0x80 else -1  # ids >= 0x80: general path
+                    b = buf[p] if 0 <= p < end else 0
+                if b == 0x10 and p + 1 < end and buf[p + 1] == 0x01:
+                    eof = True
+                    p += 2
+                    b = buf[p] if p < end else 0
+                if b == 0x1A and p + 1 < end:
+                    dlen = buf[p + 1]
+                    p += 2
+                    if dlen >= 0x80:
+                        b = buf[p] if p < end else 0x80
+                        dlen = (dlen & 0x7F) | (b << 7) if b < 0x80 else end
+                        p += 1
+                    data_start = p
+                    p += dlen
+                else:
+                    data_start = p
+                if p != end:
+                    if length == 2 and buf[start + 1] == 0:
+                        if buf[start] == 0x0A:  # Ping: answer once, however many arrive
+                            self._pong_due = True
+                            continue
+                        if buf[start] == 0x12:  # Pong: whatever Ping it answers, we are alive
+                            self._pong_deadline = None
+                            continue
+                    if view is None:
+                        view = memoryview(buf)
+                    self._dispatch_general(view[start:end])
+                    continue
+                found = by_byte[cid]
+                if found is None:
+                    raise self._unknown_channel(cid)
+                ch = found
+                # Remember this layout: the next packet of the same kind takes tier 1.
+                template = _rx_templates(cid, eof)
+                template_ch = ch
+                template_eof = eof
+                header = packet_msg_header(cid, eof, end - data_start)
+                if len(template) < _TEMPLATES_MAX and buf.startswith(header, packet_start):
+                    template[length] = header
+            dlen = end - data_start
+            ch.bytes_received += dlen
+            recv_buf = ch.recv_buf
+            if not recv_buf and eof:
+                if dlen > ch.recv_capacity:
+                    raise self._over_capacity(ch, dlen)
+                append(MessageReceived(ch.id, buf[data_start:end]))
+                continue
+            if len(recv_buf) + dlen > ch.recv_capacity:
+                raise self._over_capacity(ch, len(recv_buf) + dlen)
+            if view is None:
+                view = memoryview(buf)
+            recv_buf += view[data_start:end]
+            if eof:
+                ch.recv_buf = bytearray()
+                append(MessageReceived(ch.id, bytes(recv_buf)))
+        self._template = template
+        self._template_ch = template_ch
+        self._template_eof = template_eof
+        return pos
+
+    def _dispatch_general(self, body: memoryview) -> None:
+        """Any Packet layout besides the canonical ones, via the general decoder."""
+        packet = decode_packet(body)
+        if isinstance(packet, PacketMsg):
+            ch = self._by_byte[packet.channel_id]
+            if ch is None:
+                raise self._unknown_channel(packet.channel_id)
+            data = packet.data
+            ch.bytes_received += len(data)
+            total = len(ch.recv_buf) + len(data)
+            if total > ch.recv_capacity:
+                raise self._over_capacity(ch, total)
+            if packet.eof:
+                message = bytes(ch.recv_buf) + data if ch.recv_buf else data
+                ch.recv_buf = bytearray()
+                self._events.append(MessageReceived(ch.id, message))
+            else:
+                ch.recv_buf += data
+        elif isinstance(packet, PacketPing):
+            self._pong_due = True
+        else:
+            self._pong_deadline = None
+
+    def _unknown_channel(self, channel_id: int) -> RemoteProtocolError:
+        declared = ", ".join(f"{ch.id:#04x}" for ch in self._channels) or "none"
+        return RemoteProtocolError(
+            f"unknown channel {channel_id:#04x}: PacketMsg on a channel we did not declare "
+            f"(declared: {declared})"
+        )
+
+    @staticmethod
+    def _over_capacity(ch: _Channel, total: int) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"received message exceeds available capacity on channel {ch.id:#04x}: "
+            f"{total} bytes > recv_message_capacity {ch.recv_capacity}"
+        )
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float) -> MConnectionStatus:
+        """A snapshot of the connection and per-channel counters at ``now``."""
+        if self._state is _OPEN and now >= self._next_decay_at:
+            self._decay(now)
+        return MConnectionStatus(
+            state=self._state,
+            duration_s=now - self._created,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            channels=tuple(
+                ChannelStatus(
+                    id=ch.id,
+                    priority=ch.priority,
+                    send_queue_capacity=ch.capacity,
+                    send_queue_size=len(ch.queue) + (ch.sending is not None),
+                    recently_sent=ch.recently_sent,
+                    bytes_sent=ch.bytes_sent,
+                    bytes_received=ch.bytes_received,
+                )
+                for ch in self._channels
+            ),
+        )
+
+
+_Append = Callable[[bytes | memoryview], None]
