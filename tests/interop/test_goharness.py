@@ -153,3 +153,21 @@ async def test_bench_mconn_reports_figures(goharness: StartHarness) -> None:
     assert result["mb_per_s"] > 0
     assert result["rtt_p99_ms"] >= result["rtt_p50_ms"] > 0
     assert (await bench.wait_for("exit"))["reason"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("subcommand", "flag", "address"),
+    [
+        ("mconn-echo", "--dial", "192.0.2.1:26656"),
+        ("mconn-echo", "--listen", "0.0.0.0:0"),
+        ("switch-echo", "--dial", f"{'ab' * 20}@192.0.2.1:26656"),
+        ("bench-mconn", "--dial", "192.0.2.1:26656"),
+    ],
+)
+async def test_harness_refuses_non_loopback_addresses(
+    goharness: StartHarness, subcommand: str, flag: str, address: str
+) -> None:
+    harness = await goharness(subcommand, flag, address)
+    fatal = await harness.wait_for("fatal")
+    assert "only loopback IPs are allowed" in str(fatal["error"])
+    assert await harness.aclose() == 1

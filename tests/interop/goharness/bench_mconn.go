@@ -48,6 +48,9 @@ func runBenchMConn(args []string) error {
 	if b.dial == "" {
 		return errors.New("--dial is required")
 	}
+	if err := requireLoopback(b.dial); err != nil {
+		return err
+	}
 	key, err := b.privKey()
 	if err != nil {
 		return err

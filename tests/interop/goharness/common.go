@@ -215,6 +215,22 @@ func (c *common) lifetime() (context.Context, <-chan command, func() string) {
 	return ctx, cmds, func() string { mu.Lock(); defer mu.Unlock(); return reason }
 }
 
+// requireLoopback refuses an address ("host:port" or "ID@host:port") whose host is
+// not a loopback IP: the harness never talks beyond 127.0.0.1 / ::1.
+func requireLoopback(addr string) error {
+	if at := strings.LastIndex(addr, "@"); at >= 0 {
+		addr = addr[at+1:]
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("address %q: only loopback IPs are allowed", addr)
+	}
+	return nil
+}
+
 // payload returns the deterministic test payload of n bytes: byte i is i mod 256.
 func payload(n int) []byte {
 	b := make([]byte, n)

@@ -68,6 +68,9 @@ func runMConnEcho(args []string) error {
 	if (h.listen == "") == (h.dial == "") {
 		return errors.New("exactly one of --listen and --dial is required")
 	}
+	if err := requireLoopback(h.listen + h.dial); err != nil {
+		return err
+	}
 	var err error
 	if h.key, err = h.privKey(); err != nil {
 		return err

@@ -172,6 +172,11 @@ func runSwitchEcho(args []string) error {
 	if h.echoMode != "all" && h.echoMode != "ping" && h.echoMode != "none" {
 		return fmt.Errorf("--echo-mode: expected all, ping or none, got %q", h.echoMode)
 	}
+	for _, addr := range append([]string{h.listen}, h.dials...) {
+		if err := requireLoopback(addr); err != nil {
+			return err
+		}
+	}
 	key, err := h.privKey()
 	if err != nil {
 		return err
@@ -263,7 +268,11 @@ func runSwitchEcho(args []string) error {
 }
 
 func dialPeer(sw *p2p.Switch, addr string) {
-	na, err := p2p.NewNetAddressString(addr)
+	err := requireLoopback(addr)
+	var na *p2p.NetAddress
+	if err == nil {
+		na, err = p2p.NewNetAddressString(addr)
+	}
 	if err == nil {
 		err = sw.DialPeerWithAddress(na)
 	}
