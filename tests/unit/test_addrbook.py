@@ -198,6 +198,19 @@ def test_rejects_invalid(addr: NetAddress) -> None:
     assert book.empty()
 
 
+def test_rejects_source_without_valid_id() -> None:
+    book = make_book()
+    bad_src = NetAddress(NodeID("not-an-id"), ipaddress.ip_address("5.6.7.8"), 1)
+    error = rejection(book, na(1, "1.2.3.4"), bad_src)
+    assert error.reason is AddrBookErrorReason.INVALID
+    assert error.src == bad_src
+    upper_src = NetAddress(NodeID(node_id(0xBEEF).upper()), ipaddress.ip_address("5.6.7.8"), 1)
+    book.add_address(na(1, "1.2.3.4"), upper_src, NOW)
+    ka = book.get(node_id(1))
+    assert ka is not None
+    assert ka.src.id == node_id(0xBEEF)
+
+
 def test_rejects_private_ids() -> None:
     book = make_book()
     book.add_private_ids([node_id(1).upper(), node_id(2)])

@@ -271,6 +271,23 @@ def test_round_trip_of_a_busy_book(tmp_path: Path) -> None:
     assert sorted(loaded, key=lambda ka: ka.id) == sorted(book, key=lambda ka: ka.id)
     assert (loaded.n_new, loaded.n_old) == (book.n_new, book.n_old)
     assert dump_addrbook(loaded) == dump_addrbook(book)
+    # the hand-assembled text is exactly what an indenting JSON encoder produces
+    dumped = dump_addrbook(book)
+    assert dumped == json.dumps(json.loads(dumped), indent="\t").encode()
+
+
+def test_dump_matches_reference_encoder_for_ipv6_and_empty(tmp_path: Path) -> None:
+    book = AddrBook(KEY, strict=False, rng=random.Random(0))
+    assert dump_addrbook(book) == json.dumps({"key": KEY, "addrs": []}, indent="\t").encode()
+    for i, ip in enumerate(
+        ["2a01:4f8::1", "fd87:d87e:eb43::7", "64:ff9b::1.2.3.4", "::ffff:9.9.9.9"]
+    ):
+        a = NetAddress(NodeID(f"{i + 1:040x}"), ipaddress.ip_address(ip), 65535)
+        book.add_address(a, a, NOW + timedelta(microseconds=i))
+    dumped = dump_addrbook(book)
+    assert dumped == json.dumps(json.loads(dumped), indent="\t").encode()
+    assert b'"ip": "64:ff9b::102:304"' in dumped  # Go's net.IP.String() spelling
+    assert b'"ip": "9.9.9.9"' in dumped
 
 
 def test_bans_are_not_saved(tmp_path: Path) -> None:

@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from cometp2p.errors import LocalProtocolError
+from cometp2p.errors import LocalProtocolError, NetAddressError
 from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
 from cometp2p.types import NodeID
-from cometp2p.wire.netaddress import NetAddress
+from cometp2p.wire.netaddress import NetAddress, validate_node_id
 
 __all__ = [
     "BAN_TIME_S",
@@ -402,8 +402,9 @@ class AddrBook:
 
         Raises:
             AddrBookError: with reason NIL (addr or src missing), INVALID (bad ID, or IP
-                unspecified, documentation or broadcast), BANNED, PRIVATE, PRIVATE_SRC,
-                SELF (one of our exact addresses) or NON_ROUTABLE (strict book only).
+                unspecified, documentation or broadcast; or a source without a valid ID),
+                BANNED, PRIVATE, PRIVATE_SRC, SELF (one of our exact addresses) or
+                NON_ROUTABLE (strict book only).
             LocalProtocolError: if ``now`` is naive.
         """
         now = _utc(now)
@@ -413,13 +414,22 @@ class AddrBook:
             )
         if not addr.valid():
             raise AddrBookError(AddrBookErrorReason.INVALID, str(addr), addr, src)
+        try:
+            # Sources come from handshaken NodeInfos, so their IDs are valid in practice;
+            # checking keeps every stored entry loadable from addrbook.json.
+            validate_node_id(src.id)
+        except NetAddressError as exc:
+            raise AddrBookError(
+                AddrBookErrorReason.INVALID, f"source of {addr}: {exc}", addr, src
+            ) from exc
         addr = _normalise_id(addr)
+        src = _normalise_id(src)
         node_id = addr.id
         if node_id in self._bad:
             raise AddrBookError(AddrBookErrorReason.BANNED, str(addr), addr, src)
         if node_id in self._private_ids:
             raise AddrBookError(AddrBookErrorReason.PRIVATE, str(addr), addr, src)
-        if src.id.lower() in self._private_ids:
+        if src.id in self._private_ids:
             raise AddrBookError(AddrBookErrorReason.PRIVATE_SRC, f"{addr} from {src}", addr, src)
         if str(addr) in self._our_addrs:
             raise AddrBookError(AddrBookErrorReason.SELF, str(addr), addr, src)
@@ -654,13 +664,22 @@ class AddrBook:
         return selection
 
     def _random_pick(self, buckets: list[dict[NodeID, None]], count: int) -> list[NetAddress]:
+        """Up to ``count`` distinct entries: CometBFT shuffles every bucket slot and keeps
+        first occurrences. Reading a partial Fisher-Yates shuffle slot by slot, stopping
+        once ``count`` are found, gives the same distribution without shuffling it all."""
         if count <= 0:
             return []
-        ids = [node_id for bucket in buckets for node_id in bucket]
-        self._rng.shuffle(ids)
-        # dict.fromkeys keeps the first occurrence of each ID: a shuffle-then-dedupe.
-        unique = list(dict.fromkeys(ids))[:count]
-        return [self._lookup[node_id].addr for node_id in unique]
+        slots = [node_id for bucket in buckets for node_id in bucket]
+        randbelow = self._rng.randrange
+        chosen: dict[NodeID, None] = {}
+        total = len(slots)
+        for i in range(total):
+            j = i + randbelow(total - i)
+            slots[i], slots[j] = slots[j], slots[i]
+            chosen[slots[i]] = None
+            if len(chosen) >= count:
+                break
+        return [self._lookup[node_id].addr for node_id in chosen]
 
     # -- bucket mechanics -----------------------------------------------------------------
 

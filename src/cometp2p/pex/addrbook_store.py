@@ -58,6 +58,7 @@ _GO_TIME_RE: Final = re.compile(
     r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
     re.ASCII,  # \d must not match other scripts' digits, which int() would accept
 )
+_ZERO_TEXT: Final = "0001-01-01T00:00:00Z"
 _MIN_TIME: Final = ZERO_TIME
 _MAX_TIME: Final = datetime.max.replace(tzinfo=UTC)
 
@@ -94,6 +95,8 @@ def parse_go_time(text: str) -> datetime:
     Raises:
         ValueError: if ``text`` is not an RFC 3339 timestamp.
     """
+    if text == _ZERO_TEXT:  # most saved times are "never"
+        return ZERO_TIME
     m = _GO_TIME_RE.fullmatch(text)
     if m is None:
         raise ValueError(f"expected an RFC 3339 time like 2006-01-02T15:04:05Z, got {text!r}")
@@ -117,28 +120,51 @@ def parse_go_time(text: str) -> datetime:
 # -- saving ---------------------------------------------------------------------------
 
 
-def _address_json(addr: NetAddress) -> dict[str, object]:
-    return {"id": addr.id, "ip": addr.ip.compressed, "port": addr.port}
+_str: Final = json.encoder.encode_basestring_ascii
 
 
-def _entry_json(ka: KnownAddress) -> dict[str, object]:
-    return {
-        "addr": _address_json(ka.addr),
-        "src": _address_json(ka.src),
-        "buckets": list(ka.buckets),
-        "attempts": ka.attempts,
-        "bucket_type": int(ka.bucket_type),
-        "last_attempt": format_go_time(ka.last_attempt),
-        "last_success": format_go_time(ka.last_success),
-        "last_ban_time": format_go_time(ka.last_ban_time),
-    }
+def _address_text(addr: NetAddress) -> str:
+    # a NetAddress object as the value of a member at depth 3
+    return (
+        f'{{\n\t\t\t\t"id": {_str(addr.id)},\n\t\t\t\t"ip": "{addr.ip.compressed}",\n'
+        f'\t\t\t\t"port": {addr.port}\n\t\t\t}}'
+    )
+
+
+def _time_text(t: datetime) -> str:
+    return _ZERO_TEXT if t == ZERO_TIME else format_go_time(t)
+
+
+def _entry_text(ka: KnownAddress) -> str:
+    # The layout of Go's MarshalIndent(v, "", "\t") for one element of "addrs" (depth 2).
+    if ka.buckets:
+        buckets = "[\n\t\t\t\t" + ",\n\t\t\t\t".join(map(str, ka.buckets)) + "\n\t\t\t]"
+    else:
+        buckets = "[]"
+    return (
+        f'\t\t{{\n\t\t\t"addr": {_address_text(ka.addr)},\n'
+        f'\t\t\t"src": {_address_text(ka.src)},\n'
+        f'\t\t\t"buckets": {buckets},\n'
+        f'\t\t\t"attempts": {ka.attempts},\n'
+        f'\t\t\t"bucket_type": {int(ka.bucket_type)},\n'
+        f'\t\t\t"last_attempt": "{_time_text(ka.last_attempt)}",\n'
+        f'\t\t\t"last_success": "{_time_text(ka.last_success)}",\n'
+        f'\t\t\t"last_ban_time": "{_time_text(ka.last_ban_time)}"\n'
+        f"\t\t}}"
+    )
 
 
 def dump_addrbook(book: AddrBook) -> bytes:
-    """The ``addrbook.json`` bytes for ``book``, exactly as CometBFT lays them out."""
-    doc = {"key": book.key, "addrs": [_entry_json(ka) for ka in book.known_addresses()]}
-    # Go's MarshalIndent with "\t": same separators as Python's indent mode, no final newline.
-    return json.dumps(doc, indent="\t").encode("ascii")
+    """The ``addrbook.json`` bytes for ``book``, exactly as CometBFT lays them out.
+
+    Go's ``json.MarshalIndent(v, "", "\\t")``: one member per line, tab indentation,
+    ``"name": value`` separators, ``[]`` for an empty list and no final newline. The text
+    is assembled directly (Python's indenting encoder is pure Python and several times
+    slower); ``tests/unit/test_addrbook_store.py`` checks it against Go's own output.
+    """
+    entries = [_entry_text(ka) for ka in book.known_addresses()]
+    addrs = "[\n" + ",\n".join(entries) + "\n\t]" if entries else "[]"
+    return f'{{\n\t"key": {_str(book.key)},\n\t"addrs": {addrs}\n}}'.encode("ascii")
 
 
 def save_addrbook(book: AddrBook, path: str | os.PathLike[str]) -> None:
@@ -186,10 +212,18 @@ def _int(value: object, what: str) -> int:
     return value
 
 
-def _address(value: object, what: str) -> NetAddress:
+_AddressCache = dict[tuple[object, object, object], NetAddress]
+
+
+def _address(value: object, what: str, cache: _AddressCache) -> NetAddress:
     if not isinstance(value, dict):
         raise _EntryError(f"{what}: expected an object, got {value!r}")
     node_id, ip_text, port = value.get("id"), value.get("ip"), value.get("port")
+    cache_key = (node_id, ip_text, port)
+    if type(node_id) is str and type(ip_text) is str and type(port) is int:
+        cached = cache.get(cache_key)  # sources repeat a lot in a big book
+        if cached is not None:
+            return cached
     if not isinstance(node_id, str):
         raise _EntryError(f"{what}.id: expected a string, got {node_id!r}")
     try:
@@ -204,7 +238,9 @@ def _address(value: object, what: str) -> NetAddress:
     port_number = _int(port, f"{what}.port")
     if not 0 <= port_number <= 0xFFFF:
         raise _EntryError(f"{what}.port: expected 0..65535, got {port_number}")
-    return NetAddress(checked_id, ip, port_number)
+    addr = NetAddress(checked_id, ip, port_number)
+    cache[cache_key] = addr
+    return addr
 
 
 def _time(value: object, what: str) -> datetime:
@@ -218,7 +254,7 @@ def _time(value: object, what: str) -> datetime:
         raise _EntryError(f"{what}: {exc}") from exc
 
 
-def _known_address(value: object) -> KnownAddress:
+def _known_address(value: object, cache: _AddressCache) -> KnownAddress:
     if not isinstance(value, dict):
         raise _EntryError(f"expected an object, got {type(value).__name__}")
     buckets = value.get("buckets")
@@ -228,8 +264,8 @@ def _known_address(value: object) -> KnownAddress:
     if bucket_type not in (BucketType.NEW, BucketType.OLD):
         raise _EntryError(f"bucket_type: expected 1 (new) or 2 (old), got {bucket_type}")
     return KnownAddress(
-        addr=_address(value.get("addr"), "addr"),
-        src=_address(value.get("src"), "src"),
+        addr=_address(value.get("addr"), "addr", cache),
+        src=_address(value.get("src"), "src", cache),
         buckets=tuple(_int(b, "buckets[]") for b in buckets),
         attempts=_int(value.get("attempts", 0), "attempts"),
         bucket_type=BucketType(bucket_type),
@@ -309,9 +345,10 @@ def load_addrbook_with_report(
     else:
         book = AddrBook(strict=strict, rng=rng)
         report.key_replaced = True
+    cache: _AddressCache = {}
     for index, value in enumerate(addrs):
         try:
-            book.restore(_known_address(value))
+            book.restore(_known_address(value, cache))
         except (_EntryError, AddrBookError) as exc:
             report._skip(index, str(exc))
         else:
