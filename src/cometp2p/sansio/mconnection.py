@@ -32,9 +32,11 @@ choices (all invisible on the wire except the last):
   cost. ``recently_sent`` counts delimited packet bytes and decays every
   ``stats_decay_period_s`` to ``floor(x * 0.8)``.
 * Flushing: ping and pong go out at once (with anything buffered); data goes out at
-  once when the send queues run dry or a write batch (``write_batch_bytes``) is full;
-  data held back because the send rate is exhausted goes out at the latest
-  ``flush_throttle_s`` after it was produced.
+  once when the send queues run dry (an idle link sees no throttle latency) or a write
+  batch (``write_batch_bytes``) is full. Otherwise (the send rate is exhausted, or the
+  batch ended early so that a sender waiting on :class:`SendQueueReady` can refill
+  before other channels take its share) packets are held and go out at the latest
+  ``flush_throttle_s`` after they were produced, like Go's flush throttle.
 * On channel ids >= 0x80 the chunk size is reduced by one byte where needed so every
   packet fits the receiver's limit (wire.md §8.3: a full 1024-byte chunk there would be
   1035 bytes and a Go peer would refuse it).
@@ -479,14 +481,15 @@ class MConnection:
 
     # ------------------------------------------------------------------ commands
 
-    def send(self, channel_id: int, message: bytes) -> bool:
+    def send(self, channel_id: int, message: bytes | bytearray | memoryview) -> bool:
         """Queue a whole message on a channel if its queue has room (Go's ``TrySend``).
 
         Never blocks and never produces bytes by itself: call :meth:`data_to_send`.
 
         Args:
             channel_id: a declared channel byte.
-            message: the message bytes (any length; chunked on the wire).
+            message: the message bytes (any length; chunked on the wire). A bytearray
+                or memoryview is copied, so later changes to it are not sent.
 
         Returns:
             ``True`` if queued; ``False`` if the channel already holds
@@ -494,7 +497,8 @@ class MConnection:
             event follows once one leaves the queue.
 
         Raises:
-            LocalProtocolError: the channel was not declared.
+            LocalProtocolError: the channel was not declared, or ``message`` is not
+                bytes-like.
             ConnectionClosedError: we closed the connection.
             ConnectionBrokenError: the peer closed it or broke the protocol.
         """
@@ -505,6 +509,8 @@ class MConnection:
         if len(queue) >= ch.capacity:
             ch.blocked = True
             return False
+        if message.__class__ is not bytes:
+            message = _as_bytes(message)
         if not queue and ch.sending is None:
             self._pending += 1
         queue.append(message)
@@ -1043,3 +1049,9 @@ class MConnection:
 
 
 _Append = Callable[[bytes | memoryview], None]
+
+
+def _as_bytes(message: object) -> bytes:
+    if isinstance(message, bytes | bytearray | memoryview):
+        return bytes(message)
+    raise LocalProtocolError(f"a message must be bytes, got {type(message).__name__}")
