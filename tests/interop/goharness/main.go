@@ -7,11 +7,37 @@
 // lifetime: it exits after --lifetime-s seconds, when stdin is closed, or on
 // SIGINT/SIGTERM. Human-readable diagnostics go to stderr.
 //
+// Only loopback addresses are accepted for listening and dialing.
+//
 // Subcommands:
 //
 //	mconn-echo   raw MConnection over SecretConnection (no NodeInfo), echoing messages
-//	switch-echo  a p2p.Switch with an echo reactor (full NodeInfo handshake)
+//	             on channels 0x01 (priority 1), 0x02 (5), 0x03 (10, 4 MiB messages)
+//	switch-echo  a p2p.Switch + MultiplexTransport + NodeInfo with an echo reactor on
+//	             channel 0x42 (raw bytes; --echo-mode all|ping|none)
 //	bench-mconn  throughput / latency client for an echoing MConnection peer
+//
+// Events (stdout, one JSON object per line, "event" names it):
+//
+//	listening {listen, node_id}          dialed {remote_addr|addr, node_id}
+//	handshake {conn, remote_node_id, remote_addr, local_addr}
+//	receive {channel, size, sha256, hex (when size <= 512), conn|peer}
+//	sent {channel, size, ok}             send_failed {channel}
+//	disconnect {conn, reason}            closed {conn, reason}
+//	peer_added {peer, outbound, moniker, network, channels, ...}
+//	peer_removed {peer, reason}          dial_failed {addr, error}
+//	handshake_failed {remote_addr, error}
+//	bench {size, count, elapsed_s, mb_per_s, msgs_per_s, rtt_p50_ms, rtt_p99_ms, ...}
+//	log {level, msg, fields}             error {error}
+//	fatal {error}  (then exit status 1)  exit {reason}
+//
+// Commands (stdin, one JSON object per line):
+//
+//	{"cmd":"send","channel":N,"hex":"..."} or {"cmd":"send","channel":N,"size":S,"count":C}
+//	    (size gives the payload whose byte i is i mod 256; optional "conn" or "peer" target)
+//	{"cmd":"close","conn":N}             mconn-echo: stop one connection (0 = all)
+//	{"cmd":"dial","addr":"ID@host:port"} switch-echo
+//	{"cmd":"stop_peer","peer":"ID"}      switch-echo
 package main
 
 import (
