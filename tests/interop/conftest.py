@@ -124,13 +124,17 @@ class NodeFactory:
         _LIVE_NODES.append(node)
 
     def close(self) -> None:
-        """Stop every node (SIGTERM, then SIGKILL after a bound)."""
+        """Stop every node (SIGTERM, then SIGKILL after a bound), even if one stop fails."""
+        errors: list[Exception] = []
         for node in self.nodes:
             try:
                 node.stop()
-            finally:
-                _LIVE_NODES.remove(node)
+            except Exception as exc:  # keep stopping the others; re-raised below
+                errors.append(exc)
+            _LIVE_NODES.remove(node)
         self.nodes.clear()
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture
@@ -188,8 +192,12 @@ async def goharness(goharness_binary: Path, tmp_path: Path) -> AsyncIterator[Sta
     try:
         yield start
     finally:
+        errors: list[Exception] = []
         for harness in started:
             try:
                 await harness.aclose()
-            finally:
-                _LIVE_HARNESSES.remove(harness)
+            except Exception as exc:  # keep closing the others; re-raised below
+                errors.append(exc)
+            _LIVE_HARNESSES.remove(harness)
+        if errors:
+            raise errors[0]
