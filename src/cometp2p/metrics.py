@@ -1,0 +1,137 @@
+"""Prometheus metrics of the p2p layer, with CometBFT's names (behaviour.md §2.4).
+
+Every metric is ``<namespace>_p2p_<name>`` (namespace default ``cometbft``) and carries
+the constant label ``chain_id``. Each :class:`P2PMetrics` has its own registry, so several
+nodes can live in one process (tests, ``localnet``) without clashing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["P2PMetrics", "message_type_label"]
+
+_QUEUE_LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+
+
+def message_type_label(message: bytes | Message) -> str:
+    """``<last proto package segment>_<MessageName>``, e.g. ``p2p_PexRequest``.
+
+    Raw bytes are labelled ``bytes``.
+    """
+    if isinstance(message, bytes):
+        return "bytes"
+    full = message.DESCRIPTOR.full_name  # e.g. "tendermint.p2p.PexRequest"
+    package, _, name = full.rpartition(".")
+    return f"{package.rpartition('.')[2]}_{name}" if package else name
+
+
+class P2PMetrics:
+    """The ``cometbft_p2p_*`` metrics of one node.
+
+    Args:
+        chain_id: value of the constant ``chain_id`` label.
+        namespace: ``[instrumentation] namespace`` (default ``cometbft``).
+        registry: where to register; a fresh registry by default.
+    """
+
+    def __init__(
+        self,
+        chain_id: str,
+        namespace: str = "cometbft",
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        common = {
+            "namespace": namespace,
+            "subsystem": "p2p",
+            "registry": self.registry,
+        }
+        self.peers = Gauge(
+            "peers",
+            "Number of peers.",
+            ["chain_id"],
+            **common,  # type: ignore[arg-type]
+        ).labels(chain_id)
+        self.peer_receive_bytes_total = Counter(
+            "peer_receive_bytes",
+            "Number of bytes received from a given peer.",
+            ["chain_id", "peer_id", "chID"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.peer_send_bytes_total = Counter(
+            "peer_send_bytes",
+            "Number of bytes sent to a given peer.",
+            ["chain_id", "peer_id", "chID"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.peer_pending_send_bytes = Gauge(
+            "peer_pending_send_bytes",
+            "Number of pending messages queued for a given peer.",
+            ["chain_id", "peer_id"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.message_receive_bytes_total = Counter(
+            "message_receive_bytes",
+            "Number of bytes of each message type received.",
+            ["chain_id", "message_type"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.message_send_bytes_total = Counter(
+            "message_send_bytes",
+            "Number of bytes of each message type sent.",
+            ["chain_id", "message_type"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.send_queue_latency_seconds = Histogram(
+            "send_queue_latency_seconds",
+            "Time a send waited for room in a channel's send queue (seconds).",
+            ["chain_id", "chID"],
+            buckets=_QUEUE_LATENCY_BUCKETS,
+            **common,  # type: ignore[arg-type]
+        )
+        self._chain_id = chain_id
+
+    def peer_added(self) -> None:
+        """One more peer."""
+        self.peers.inc()
+
+    def peer_removed(self) -> None:
+        """One peer fewer."""
+        self.peers.dec()
+
+    def record_send(
+        self, peer_id: str, channel_id: int, message: bytes | Message, nbytes: int
+    ) -> None:
+        """Count ``nbytes`` sent to ``peer_id`` on ``channel_id``."""
+        ch = f"{channel_id:#x}"
+        self.peer_send_bytes_total.labels(self._chain_id, peer_id, ch).inc(nbytes)
+        self.message_send_bytes_total.labels(self._chain_id, message_type_label(message)).inc(
+            nbytes
+        )
+
+    def record_receive(
+        self, peer_id: str, channel_id: int, message: bytes | Message, nbytes: int
+    ) -> None:
+        """Count ``nbytes`` received from ``peer_id`` on ``channel_id``."""
+        ch = f"{channel_id:#x}"
+        self.peer_receive_bytes_total.labels(self._chain_id, peer_id, ch).inc(nbytes)
+        self.message_receive_bytes_total.labels(self._chain_id, message_type_label(message)).inc(
+            nbytes
+        )
+
+    def record_queue_wait(self, channel_id: int, seconds: float) -> None:
+        """Observe how long a send waited for room in ``channel_id``'s queue."""
+        self.send_queue_latency_seconds.labels(self._chain_id, f"{channel_id:#x}").observe(seconds)
+
+    def set_pending(self, peer_id: str, queued_messages: int) -> None:
+        """Set the number of messages queued for ``peer_id``."""
+        self.peer_pending_send_bytes.labels(self._chain_id, peer_id).set(queued_messages)
+
+    def forget_peer(self, peer_id: str) -> None:
+        """Drop the per-peer gauge of a removed peer."""
+        with contextlib.suppress(KeyError):
+            self.peer_pending_send_bytes.remove(self._chain_id, peer_id)

@@ -1,0 +1,86 @@
+"""The Reactor API: how an application plugs into the Switch (behaviour.md §3).
+
+A Reactor owns one or more Channels. The Switch routes every whole message received on a
+channel to the reactor that declared it, as an :class:`Envelope`, and calls the peer
+lifecycle hooks. Subclass :class:`Reactor` and override what you need; every hook has a
+harmless default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import Message
+
+from cometp2p.sansio.mconnection import ChannelDescriptor
+
+if TYPE_CHECKING:
+    from cometp2p.switch.peer import Peer
+    from cometp2p.switch.switch import Switch
+
+__all__ = ["Envelope", "Reactor"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One received message with its routing information.
+
+    Attributes:
+        channel_id: the channel it arrived on (0..255).
+        src: the peer that sent it.
+        message: what :meth:`Reactor.decode` made of the bytes (the raw ``bytes`` by
+            default, a protobuf message for reactors that decode).
+    """
+
+    channel_id: int
+    src: Peer
+    message: bytes | Message
+
+
+class Reactor:
+    """Base class for reactors; every hook is a no-op by default.
+
+    Attributes:
+        switch: set by :meth:`Switch.add_reactor`; ``None`` before that.
+        name: a human-readable name used in logs.
+    """
+
+    name: str = "reactor"
+
+    def __init__(self) -> None:
+        self.switch: Switch | None = None
+
+    def get_channels(self) -> list[ChannelDescriptor]:
+        """Return the channels this reactor owns; IDs must be unique across reactors."""
+        return []
+
+    def decode(self, channel_id: int, data: bytes) -> bytes | Message:
+        """Turn received bytes into the message given to :meth:`receive`.
+
+        Raise any :class:`~cometp2p.errors.RemoteProtocolError` to refuse the bytes; the
+        Switch then stops the peer with that reason. The default returns ``data``.
+        """
+        return data
+
+    async def start(self) -> None:
+        """Called once when the Switch starts, before any peer is added."""
+
+    async def stop(self) -> None:
+        """Called once when the Switch stops, after every peer was removed."""
+
+    def init_peer(self, peer: Peer) -> None:
+        """Prepare per-peer state (in ``peer.data``) before the peer starts."""
+
+    async def add_peer(self, peer: Peer) -> None:
+        """A peer was started and added to the peer set; it may be sent to now."""
+
+    async def remove_peer(self, peer: Peer, reason: BaseException | None) -> None:
+        """The peer was stopped (``reason`` is ``None`` for a graceful stop)."""
+
+    async def receive(self, envelope: Envelope) -> None:
+        """Handle one message. Exceptions stop that peer, never the node.
+
+        Messages of one channel from one peer arrive in order; a slow ``receive`` delays
+        only that channel of that peer.
+        """
