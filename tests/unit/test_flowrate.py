@@ -84,3 +84,13 @@ def test_long_run_rate_is_respected(rate: int, transfers: list[tuple[float, int]
         limiter.consume(size)
         moved += size
         assert moved <= limiter.burst_bytes + size + rate * now + 1
+
+
+def test_exhausted_needs_no_clock() -> None:
+    limiter = RateLimiter(1_000, now=0.0, burst_bytes=100)
+    assert not limiter.exhausted
+    limiter.consume(100)
+    assert limiter.exhausted
+    assert limiter.available(0.05) == 50
+    assert not limiter.exhausted
+    assert not RateLimiter(0, now=0.0).exhausted

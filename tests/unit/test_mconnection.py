@@ -583,7 +583,85 @@ def test_pings_coalesce_into_one_pong_flushed_with_pending_data() -> None:
     assert len(data) > 1000  # the held packet went out with the pong
 
 
+def test_pong_timeout_pauses_while_the_driver_does_not_read() -> None:
+    a, _ = _pair()
+    a.handle_timer(60.0)
+    assert a.data_to_send(60.0) == PING_FRAME  # pong due by 105
+    a.pause_pong_timeout(70.0)
+    assert a.get_timer() == 120.0  # the next ping; the pong deadline is suspended
+    a.handle_timer(110.0)
+    assert _state(a) is MConnectionState.OPEN
+    a.resume_pong_timeout(90.0)  # paused for 20 s: deadline 125
+    assert a.get_timer() == 120.0
+    a.handle_timer(120.0)
+    a.data_to_send(120.0)  # the next ping: deadline 165
+    a.handle_timer(130.0)
+    assert _state(a) is MConnectionState.OPEN
+    a.pause_pong_timeout(150.0)
+    a.pause_pong_timeout(155.0)  # idempotent
+    a.handle_timer(170.0)
+    a.resume_pong_timeout(160.0)  # 10 s more: deadline 175
+    a.handle_timer(174.9)
+    assert _state(a) is MConnectionState.OPEN
+    a.handle_timer(175.0)
+    assert _state(a) is MConnectionState.FAILED
+
+
+def test_ping_sent_while_paused_gets_its_full_timeout_after_resume() -> None:
+    a, _ = _pair()
+    a.pause_pong_timeout(50.0)
+    a.handle_timer(60.0)
+    a.data_to_send(60.0)
+    a.resume_pong_timeout(100.0)  # 40 s of the pause came after the ping
+    a.handle_timer(144.9)
+    assert _state(a) is MConnectionState.OPEN
+    a.handle_timer(145.0)
+    assert _state(a) is MConnectionState.FAILED
+
+
 # ------------------------------------------------------------------ flushing & rates
+
+
+def test_has_pending_data_tells_the_driver_when_to_call_data_to_send() -> None:
+    a, _ = _pair()
+    assert not a.has_pending_data()
+    a.send(0x30, b"x")
+    assert a.has_pending_data()
+    assert a.data_to_send(0.0)
+    assert not a.has_pending_data()
+    a.receive_data(PING_FRAME)
+    assert a.has_pending_data()
+    assert a.data_to_send(0.0) == PONG_FRAME
+    assert not a.has_pending_data()
+    limited = MConnectionConfig(send_rate_bytes_per_s=10_000, recv_rate_bytes_per_s=0)
+    c, _ = _pair(config=limited)
+    c.send(0x30, bytes(5000))
+    assert c.has_pending_data()
+    assert c.data_to_send(0.0) == b""  # held: the rate is spent
+    assert not c.has_pending_data()  # nothing to do before the timer
+    c.close()
+    assert not c.has_pending_data()
+
+
+def test_a_batch_ends_for_a_waiting_sender_until_it_refills() -> None:
+    channels = [ChannelDescriptor(0x05, 5, 1), ChannelDescriptor(0x01, 1, 1)]
+    a = MConnection(channels, UNLIMITED_CONFIG, 0.0)
+    assert a.send(0x05, b"five")
+    assert a.send(0x01, b"one")
+    assert not a.send(0x05, b"blocked")  # the 0x05 sender now waits for room
+    assert a.data_to_send(0.0) == b""  # 0x05 went first, ran dry: batch held for refill
+    assert a.drain_events() == [SendQueueReady(0x05)]
+    assert not a.has_pending_data()
+    assert a.get_timer() == pytest.approx(0.1)  # at the latest, the flush throttle
+    assert a.send(0x05, b"five again")
+    assert a.has_pending_data()
+    packets = _packets(a.data_to_send(0.0))
+    # the held packet first, then Go's order: 0x01 (ratio 0) before 0x05 (ratio 12/5)
+    assert [(p.channel_id, p.data) for p in packets if isinstance(p, PacketMsg)] == [
+        (0x05, b"five"),
+        (0x01, b"one"),
+        (0x05, b"five again"),
+    ]
 
 
 def test_rate_limited_data_waits_for_the_flush_throttle() -> None:

@@ -68,6 +68,15 @@ class RateLimiter:
         """True when the rate is 0, i.e. no limit applies."""
         return self.rate_bytes_per_s == 0
 
+    @property
+    def exhausted(self) -> bool:
+        """True if the bucket was empty (or in debt) at the last call given ``now``.
+
+        Needs no clock: tokens only grow with time, so ``False`` stays true until the
+        next :meth:`consume`; when ``True``, :meth:`ready_at` says when it ends.
+        """
+        return self.rate_bytes_per_s != 0 and self._tokens < 1 - _EPSILON
+
     def _refill(self, now: float) -> float:
         # A clock that goes backwards (or a stale `now`) adds nothing.
         if now > self._last:

@@ -455,6 +455,9 @@ class MConnection:
         self._ping_due = False
         self._pong_due = False
         self._pong_deadline: float | None = None
+        self._ping_sent_at = now
+        self._pong_paused_at: float | None = None  # see pause_pong_timeout
+        self._refill_wait = False  # the last batch ended for a waiting sender
         # receive side
         self._rest = b""  # an incomplete Packet carried over to the next receive_data
         self._template: dict[int, bytes] = {}  # see _parse, tier 1
@@ -514,6 +517,7 @@ class MConnection:
         if not queue and ch.sending is None:
             self._pending += 1
         queue.append(message)
+        self._refill_wait = False
         return True
 
     def can_send(self, channel_id: int) -> bool:
@@ -598,7 +602,11 @@ class MConnection:
         deadline = self._next_ping_at
         if self._ping_due or self._pong_due:
             return self._created  # already due: any time in the past will do
-        if self._pong_deadline is not None and self._pong_deadline < deadline:
+        if (
+            self._pong_deadline is not None
+            and self._pong_deadline < deadline
+            and self._pong_paused_at is None
+        ):
             deadline = self._pong_deadline
         if self._flush_deadline is not None and self._flush_deadline < deadline:
             deadline = self._flush_deadline
@@ -609,6 +617,39 @@ class MConnection:
                 deadline = ready
         return deadline
 
+    def has_pending_data(self) -> bool:
+        """Whether :meth:`data_to_send` should be called now rather than at the timer.
+
+        True when a Ping or Pong is due, or messages are queued and the send rate had
+        room at the last ``data_to_send`` - unless the last batch ended so that a
+        sender waiting on :class:`SendQueueReady` can refill and no :meth:`send` came
+        since. Packets held for the flush throttle and a send rate that is exhausted
+        are covered by :meth:`get_timer` instead. Needs no clock.
+        """
+        if self._state is not _OPEN:
+            return False
+        if self._ping_due or self._pong_due:
+            return True
+        return self._pending > 0 and not self._refill_wait and not self._send_limiter.exhausted
+
+    def pause_pong_timeout(self, now: float) -> None:
+        """Stop the pong-timeout clock while the driver does not read (back-pressure).
+
+        A Pong we do not read cannot cancel the timeout, so our own slowness must not
+        count against the peer. Pings keep going out. Idempotent.
+        """
+        if self._pong_paused_at is None:
+            self._pong_paused_at = now
+
+    def resume_pong_timeout(self, now: float) -> None:
+        """Restart the pong-timeout clock: the paused time is added to the deadline."""
+        paused_at = self._pong_paused_at
+        if paused_at is None:
+            return
+        self._pong_paused_at = None
+        if self._pong_deadline is not None:
+            self._pong_deadline += max(0.0, now - max(paused_at, self._ping_sent_at))
+
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``: schedule a Ping, or fail on a pong timeout.
 
@@ -616,7 +657,11 @@ class MConnection:
         """
         if self._state is not _OPEN:
             return
-        if self._pong_deadline is not None and now >= self._pong_deadline:
+        if (
+            self._pong_deadline is not None
+            and now >= self._pong_deadline
+            and self._pong_paused_at is None
+        ):
             timeout = self.config.pong_timeout_s
             self._fail(RemoteProtocolError(f"pong timeout: no Pong within {timeout} s of our Ping"))
             return
@@ -649,6 +694,7 @@ class MConnection:
             self._ping_due = False
             head += PING_FRAME
             self._pong_deadline = now + self.config.pong_timeout_s
+            self._ping_sent_at = now
         if self._pending:
             budget = self._batch_bytes - self._out_bytes
             if self._send_limited:
@@ -689,6 +735,7 @@ class MConnection:
         append = out.append
         channels = self._channels
         emitted = 0
+        self._refill_wait = False
         while emitted < budget:
             # Go's selectChannelToGossipOn, plus the runner-up that bounds this run.
             best: _Channel | None = None
@@ -721,6 +768,7 @@ class MConnection:
                 if best.sending is None and not best.queue and self._pending:
                     # Its sender is waiting to refill: end the batch rather than hand
                     # its share to the other channels (fairness under saturation).
+                    self._refill_wait = True
                     break
         return emitted
 
