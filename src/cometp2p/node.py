@@ -19,7 +19,7 @@ from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
 from cometp2p.wire.nodeinfo import make_node_info
 
-__all__ = ["Node", "serve_metrics"]
+__all__ = ["Node", "default_reactors", "serve_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> None:
     if not sep or not port.isdigit():
         raise ConfigError(f"prometheus_listen_addr must be [host]:port, got {listen_addr!r}")
     start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+
+
+def default_reactors(config: Config) -> list[tuple[str, Reactor]]:
+    """The reactors ``cometp2p start`` runs: PEX (with the address book) when ``[p2p] pex``."""
+    reactors: list[tuple[str, Reactor]] = []
+    return reactors
 
 
 class Node:
