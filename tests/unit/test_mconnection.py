@@ -873,6 +873,8 @@ class TwoEndpoints(RuleBasedStateMachine):
     def _exchange(self) -> None:
         for src, dst in ((self.a, self.b), (self.b, self.a)):
             data = src.data_to_send(self.now)
+            if not data:  # a driver looping on has_pending_data() must not spin
+                assert not src.has_pending_data()
             for i in range(0, len(data), self.piece):
                 dst.receive_data(data[i : i + self.piece])
             for endpoint in (src, dst):

@@ -14,13 +14,16 @@ A driver is expected to:
 * read decrypted bytes (no more than :meth:`MConnection.recv_allowance` when it is
   finite; wait until :meth:`MConnection.recv_resume_at` when it is 0) and pass them to
   ``receive_data``;
-* after ``send``, ``receive_data`` and ``handle_timer``, call ``data_to_send(now)``
-  until it returns ``b""``, writing each result in order;
+* call ``data_to_send(now)`` while :meth:`MConnection.has_pending_data` is true (after
+  ``send``, ``receive_data`` and ``handle_timer``), writing each result in order;
 * keep one timer armed at ``get_timer()`` and call ``handle_timer(now)`` then
   ``data_to_send(now)`` when it fires;
-* drain ``next_event()`` after every call: :class:`MessageReceived` goes to the
-  channel's reactor, :class:`SendQueueReady` wakes a sender that got ``False`` from
-  ``send``, :class:`ConnectionTerminated` ends the connection.
+* drain ``next_event()`` (or :meth:`MConnection.drain_events`) after every call:
+  :class:`MessageReceived` goes to the channel's reactor, :class:`SendQueueReady` wakes
+  a sender that got ``False`` from ``send``, :class:`ConnectionTerminated` ends the
+  connection;
+* bracket any pause in reading (its own back-pressure) with
+  :meth:`MConnection.pause_pong_timeout` / :meth:`MConnection.resume_pong_timeout`.
 
 Behaviour follows CometBFT v0.38 ``p2p/conn/connection.go`` with these deliberate
 choices (all invisible on the wire except the last):
@@ -717,7 +720,8 @@ class MConnection:
             or self.config.flush_throttle_s <= 0
             or (self._flush_deadline is not None and now >= self._flush_deadline)
         ):
-            # Rate-limited with more to come: hold the packets back (Go's flush throttle).
+            # More to come (the rate is spent, or a waiting sender is about to refill):
+            # hold the packets back for a bigger write, as Go's flush throttle does.
             if self._flush_deadline is None:
                 self._flush_deadline = now + self.config.flush_throttle_s
             return b""
