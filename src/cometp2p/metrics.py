@@ -3,6 +3,12 @@
 Every metric is ``<namespace>_p2p_<name>`` (namespace default ``cometbft``) and carries
 the constant label ``chain_id``. Each :class:`P2PMetrics` has its own registry, so several
 nodes can live in one process (tests, ``localnet``) without clashing.
+
+CometBFT's seven metrics keep their names, types and labels (``chID`` formatted ``0x%x``;
+``peer_pending_send_bytes`` counts queued *messages*, as Go's does). One is ours:
+``send_queue_latency_seconds{chID}``, a histogram of how long a blocking ``Peer.send``
+waited for room in the channel's send queue. (The time from enqueue to the first packet
+written would be a better measure; the sans-IO MConnection does not report it yet.)
 """
 
 from __future__ import annotations
@@ -84,6 +90,12 @@ class P2PMetrics:
             "message_send_bytes",
             "Number of bytes of each message type sent.",
             ["chain_id", "message_type"],
+            **common,  # type: ignore[arg-type]
+        )
+        self.num_txs = Gauge(
+            "num_txs",
+            "Number of transactions submitted by each peer (declared, never set, as in v0.38).",
+            ["chain_id", "peer_id"],
             **common,  # type: ignore[arg-type]
         )
         self.send_queue_latency_seconds = Histogram(

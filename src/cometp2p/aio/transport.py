@@ -1,28 +1,42 @@
 """The Transport: listen, dial, and upgrade a TCP socket to an authenticated peer link.
 
-Follows behaviour.md §1.5 and wire.md §5, §7. The upgrade pipeline is:
+Follows behaviour.md §1.5 and wire.md §5, §7. Every socket, dialed or accepted, is first
+checked against the *conn set* (the remote ``ip:port`` of every socket we hold, in
+upgrade or as a peer) and the conn filters, then upgraded:
 
 1. SecretConnection handshake (``handshake_timeout_s``);
 2. when dialing, the authenticated node ID must equal the dialed ID;
 3. NodeInfo exchange (a fresh ``handshake_timeout_s``): both sides write their
    DefaultNodeInfo as one uvarint-delimited message and read the peer's (≤ 10240 bytes);
-4. the peer's NodeInfo is validated, its ID must equal the authenticated ID, it must not
-   be our own ID, and it must be compatible with ours.
+4. the peer's NodeInfo is validated, its ID must equal the authenticated ID (IDs are
+   compared in their lowercase form, so an upper-case NodeInfo ID is refused as Go
+   refuses it), it must not be our own ID, and it must be compatible with ours.
 
-Every failure closes the socket and raises :class:`~cometp2p.errors.RejectedError` with a
-:class:`~cometp2p.errors.RejectReason`. Deviation from CometBFT (quirk Q1.1): the
-configured ``handshake_timeout`` and ``dial_timeout`` are honoured instead of Go's
-hard-coded 3 s and 1 s.
+Every failure closes the socket, drops it from the conn set and raises
+:class:`~cometp2p.errors.RejectedError` with a :class:`~cometp2p.errors.RejectReason`.
+A socket that passed stays in the conn set until :meth:`Transport.cleanup`.
+
+Deviations from CometBFT v0.38, all deliberate:
+
+* quirk Q1.1: the configured ``handshake_timeout`` and ``dial_timeout`` are honoured
+  instead of Go's hard-coded 3 s and 1 s;
+* quirk Q1.2: conn filters run concurrently under *one* ``filter_timeout_s``, not one
+  fresh timer per result;
+* the cap on inbound sockets counts sockets still in the upgrade pipeline only (the
+  Switch enforces ``max_num_inbound_peers`` on upgraded peers); a socket over the cap is
+  closed at once and reported with reason ``LIMIT`` instead of waiting in the backlog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
 from cometp2p.crypto.keys import NodeKey
@@ -41,12 +55,29 @@ from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import MAX_NODE_INFO_BYTES, NodeInfo
 from cometp2p.wire.varint import DelimitedReader, encode_delimited
 
-__all__ = ["Transport", "UpgradedConnection", "exchange_node_info"]
+__all__ = [
+    "DEFAULT_FILTER_TIMEOUT_S",
+    "ConnFilter",
+    "RemoteAddress",
+    "Transport",
+    "UpgradedConnection",
+    "close_writer",
+    "exchange_node_info",
+]
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_FILTER_TIMEOUT_S: Final = 5.0
+"""CometBFT's ``filterTimeout``: the longest a conn or peer filter may take (seconds)."""
+
+_CLOSE_TIMEOUT_S: Final = 1.0
+"""How long closing a socket may wait for its write buffer before it is aborted."""
+
 ConnFilter = Callable[[str, int], Awaitable[None]]
-"""``async filter(remote_ip, remote_port)``; raise to refuse the connection."""
+"""``async filter(remote_ip, remote_port)``; raise any exception to refuse the socket."""
+
+RemoteAddress = tuple[str, int]
+"""A socket's remote ``(ip, port)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +97,11 @@ class UpgradedConnection:
     leftover: bytes
     outbound: bool
     dialed_address: NetAddress | None
+
+    @property
+    def remote_address(self) -> RemoteAddress:
+        """The socket's remote ``(ip, port)``: its key in the Transport's conn set."""
+        return self.secret.remote_address()
 
 
 async def exchange_node_info(
@@ -105,6 +141,36 @@ async def exchange_node_info(
     return NodeInfo.decode(body), reader.take_rest()
 
 
+async def close_writer(writer: asyncio.StreamWriter, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
+    """Close a socket gracefully (FIN after what is buffered), aborting after ``timeout_s``.
+
+    A peer that stopped reading must not be able to hold our close forever.
+    """
+    try:
+        writer.close()
+        async with asyncio.timeout(timeout_s):
+            await writer.wait_closed()
+    except TimeoutError:
+        _abort_writer(writer)
+    except Exception:  # closing must never fail the caller
+        logger.debug("error while closing a socket", exc_info=True)
+        _abort_writer(writer)
+
+
+def _abort_writer(writer: asyncio.StreamWriter) -> None:
+    # Nothing we wrote before a refusal matters: drop the socket without lingering.
+    with contextlib.suppress(Exception):
+        writer.transport.abort()
+
+
+@dataclass(slots=True)
+class _Held:
+    """One socket of the conn set."""
+
+    ip: str
+    writer: asyncio.StreamWriter
+
+
 class Transport:
     """Dials and accepts TCP connections and upgrades them to authenticated peers.
 
@@ -112,11 +178,14 @@ class Transport:
         node_key: our identity.
         node_info: the NodeInfo we send (our ID, network, channels, listen address).
         handshake_timeout_s: bound on each of the SecretConnection handshake and the
-            NodeInfo exchange (``[p2p] handshake_timeout``).
-        dial_timeout_s: bound on the TCP connect (``[p2p] dial_timeout``).
+            NodeInfo exchange (``[p2p] handshake_timeout``), seconds.
+        dial_timeout_s: bound on the TCP connect (``[p2p] dial_timeout``), seconds.
         max_incoming_handshakes: cap on inbound sockets still in the upgrade pipeline;
-            extra connections are closed at once.
+            extra connections are closed at once. 0 or less: no cap.
         conn_filters: run on every socket (both directions) before any handshake byte.
+        allow_duplicate_ip: when False, a socket whose remote IP is already in the conn
+            set is refused (``[p2p] allow_duplicate_ip``; Go's duplicate-IP conn filter).
+        filter_timeout_s: bound on the conn filters of one socket, seconds.
     """
 
     def __init__(
@@ -128,6 +197,8 @@ class Transport:
         dial_timeout_s: float = 3.0,
         max_incoming_handshakes: int = 64,
         conn_filters: list[ConnFilter] | None = None,
+        allow_duplicate_ip: bool = True,
+        filter_timeout_s: float = DEFAULT_FILTER_TIMEOUT_S,
     ) -> None:
         self.node_key = node_key
         self.node_info = node_info
@@ -135,8 +206,70 @@ class Transport:
         self.dial_timeout_s = dial_timeout_s
         self.max_incoming_handshakes = max_incoming_handshakes
         self.conn_filters = list(conn_filters or [])
+        self.allow_duplicate_ip = allow_duplicate_ip
+        self.filter_timeout_s = filter_timeout_s
         self._server: asyncio.Server | None = None
         self._in_handshake = 0
+        self._handshakes: set[asyncio.Task[object]] = set()
+        self._conns: dict[RemoteAddress, _Held] = {}
+        self._closed = False
+
+    # ------------------------------------------------------------------ conn set
+
+    @property
+    def num_incoming_handshakes(self) -> int:
+        """Inbound sockets currently in the upgrade pipeline."""
+        return self._in_handshake
+
+    def connections(self) -> list[RemoteAddress]:
+        """The remote ``(ip, port)`` of every socket held: in upgrade or as a peer."""
+        return list(self._conns)
+
+    def has_ip(self, ip: str) -> bool:
+        """True if some socket in the conn set has remote IP ``ip``."""
+        wanted = _normalise_ip(ip)
+        return any(held.ip == wanted for held in self._conns.values())
+
+    def cleanup(self, remote_address: RemoteAddress) -> None:
+        """Forget a socket (a removed peer's) so its address may connect again."""
+        self._conns.pop(remote_address, None)
+
+    def abort(self, remote_address: RemoteAddress) -> None:
+        """Abort a held socket at once (RST), e.g. when a graceful close hangs."""
+        held = self._conns.get(remote_address)
+        if held is not None:
+            _abort_writer(held.writer)
+
+    def _admit(self, remote: RemoteAddress, writer: asyncio.StreamWriter) -> None:
+        """Record ``remote`` in the conn set, or refuse it (behaviour.md §1.5 filterConn)."""
+        if remote in self._conns:
+            raise RejectedError(
+                RejectReason.DUPLICATE, f"a connection from {remote[0]}:{remote[1]} is held"
+            )
+        ip = _normalise_ip(remote[0])
+        if not self.allow_duplicate_ip and self.has_ip(ip):
+            raise RejectedError(
+                RejectReason.FILTERED,
+                f"duplicate IP {ip}: already connected and allow_duplicate_ip is false",
+            )
+        self._conns[remote] = _Held(ip, writer)
+
+    async def _run_conn_filters(self, remote: RemoteAddress) -> None:
+        if not self.conn_filters:
+            return
+        ip, port = remote
+        try:
+            async with asyncio.timeout(self.filter_timeout_s):
+                await asyncio.gather(*(f(ip, port) for f in self.conn_filters))
+        except TimeoutError as exc:
+            raise RejectedError(
+                RejectReason.FILTERED,
+                f"conn filters on {ip}:{port} took more than {self.filter_timeout_s:g} s",
+            ) from exc
+        except Exception as exc:
+            raise RejectedError(
+                RejectReason.FILTERED, f"conn filter refused {ip}:{port}: {exc}"
+            ) from exc
 
     # ------------------------------------------------------------------ listening
 
@@ -145,49 +278,112 @@ class Transport:
         host: str,
         port: int,
         on_connection: Callable[[UpgradedConnection], Awaitable[None]],
-        on_rejected: Callable[[CometP2PError, tuple[str, int]], None] | None = None,
-    ) -> tuple[str, int]:
+        on_rejected: Callable[[CometP2PError, RemoteAddress], None] | None = None,
+    ) -> RemoteAddress:
         """Start accepting on ``host:port`` (port 0 = ephemeral).
 
         Each accepted socket is upgraded in its own task (no head-of-line blocking), then
-        handed to ``on_connection``; failures go to ``on_rejected``.
+        handed to ``on_connection``, which owns it from then on; failures of the pipeline
+        go to ``on_rejected``.
 
         Returns:
             The bound ``(host, port)``.
+
+        Raises:
+            OSError: the address cannot be bound.
         """
+        self._closed = False
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            peer = _peername(writer)
-            if self._in_handshake >= self.max_incoming_handshakes:
-                writer.close()
-                if on_rejected:
-                    on_rejected(
-                        RejectedError(RejectReason.LIMIT, "too many inbound handshakes"), peer
-                    )
-                return
-            self._in_handshake += 1
+            task = asyncio.current_task()
+            if task is not None:
+                self._handshakes.add(task)
             try:
-                upgraded = await self.upgrade(reader, writer, dialed=None)
-            except CometP2PError as exc:
-                if on_rejected:
-                    on_rejected(exc, peer)
-                return
+                await self._handle_inbound(reader, writer, on_connection, on_rejected)
             finally:
-                self._in_handshake -= 1
-            await on_connection(upgraded)
+                if task is not None:
+                    self._handshakes.discard(task)
 
         self._server = await asyncio.start_server(handle, host, port)
         sock = self._server.sockets[0]
         bound = sock.getsockname()
         return str(bound[0]), int(bound[1])
 
+    async def _handle_inbound(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_connection: Callable[[UpgradedConnection], Awaitable[None]],
+        on_rejected: Callable[[CometP2PError, RemoteAddress], None] | None,
+    ) -> None:
+        remote = _peername(writer)
+
+        def reject(error: CometP2PError) -> None:
+            if on_rejected is not None:
+                try:
+                    on_rejected(error, remote)
+                except Exception:
+                    logger.exception("on_rejected callback failed")
+
+        if self._closed:
+            _abort_writer(writer)
+            return
+        cap = self.max_incoming_handshakes
+        if cap > 0 and self._in_handshake >= cap:
+            _abort_writer(writer)
+            reject(
+                RejectedError(
+                    RejectReason.LIMIT,
+                    f"{self._in_handshake} inbound connections already in handshake "
+                    f"(cap {cap}); {remote[0]}:{remote[1]} closed",
+                )
+            )
+            return
+        self._in_handshake += 1
+        try:
+            upgraded = await self.upgrade(reader, writer, dialed=None)
+        except CometP2PError as exc:
+            reject(exc)
+            return
+        except Exception as exc:  # a bug below us must not kill the accept loop
+            logger.exception("inbound upgrade from %s:%d failed", remote[0], remote[1])
+            _abort_writer(writer)
+            self.cleanup(remote)
+            reject(RejectedError(RejectReason.AUTH_FAILURE, f"upgrade failed: {exc!r}"))
+            return
+        finally:
+            self._in_handshake -= 1
+        if self._closed:
+            await close_writer(writer)
+            self.cleanup(remote)
+            return
+        try:
+            await on_connection(upgraded)
+        except asyncio.CancelledError:
+            _abort_writer(writer)
+            self.cleanup(remote)
+            raise
+        except Exception:
+            logger.exception("handling inbound peer %s failed", upgraded.node_info.node_id)
+            await close_writer(writer)
+            self.cleanup(remote)
+
     async def close(self) -> None:
-        """Stop accepting new connections."""
+        """Stop accepting and abort every inbound socket still in the upgrade pipeline.
+
+        Established peers are not touched: the owner closes them (then calls
+        :meth:`cleanup`). Idempotent.
+        """
+        self._closed = True
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+        handshakes = [t for t in self._handshakes if t is not asyncio.current_task()]
+        for task in handshakes:
+            task.cancel()
+        for task in handshakes:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._server = None
 
     # ------------------------------------------------------------------ dialing
 
@@ -218,38 +414,62 @@ class Transport:
         *,
         dialed: NetAddress | None,
     ) -> UpgradedConnection:
-        """Run the upgrade pipeline on a fresh TCP connection (behaviour.md §1.5).
+        """Run the filters and the upgrade pipeline on a fresh TCP connection (§1.5).
+
+        On success the socket is in the conn set until :meth:`cleanup`.
 
         Raises:
-            RejectedError: with the reason of the failing step; the socket is closed.
+            RejectedError: with the reason of the failing step; the socket is closed
+                and dropped from the conn set.
         """
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ip, port = _peername(writer)
+        remote = _peername(writer)
         try:
-            for conn_filter in self.conn_filters:
-                await conn_filter(ip, port)
-        except CometP2PError as exc:
-            writer.close()
-            raise RejectedError(RejectReason.FILTERED, str(exc)) from exc
+            self._admit(remote, writer)
+        except RejectedError:
+            _abort_writer(writer)
+            raise
+        try:
+            return await self._upgrade_admitted(reader, writer, dialed, remote)
+        except BaseException:
+            self.cleanup(remote)
+            raise
 
+    async def _upgrade_admitted(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dialed: NetAddress | None,
+        remote: RemoteAddress,
+    ) -> UpgradedConnection:
+        try:
+            await self._run_conn_filters(remote)
+        except BaseException:
+            _abort_writer(writer)
+            raise
         try:
             secret = await secret_handshake(
                 reader, writer, self.node_key, timeout_s=self.handshake_timeout_s
             )
         except CometP2PError as exc:
-            writer.close()
+            _abort_writer(writer)
             raise RejectedError(
                 RejectReason.AUTH_FAILURE, f"secret connection failed: {exc}"
             ) from exc
-
+        except BaseException:
+            _abort_writer(writer)
+            raise
         try:
             return await self._after_secret(secret, dialed)
+        except asyncio.CancelledError:
+            _abort_writer(writer)
+            raise
         except BaseException:
-            with contextlib.suppress(Exception):
-                await secret.close()
+            # Graceful: the peer should read our NodeInfo and refuse us with its own reason.
+            await close_writer(writer)
             raise
 
     async def _after_secret(
@@ -299,7 +519,18 @@ class Transport:
         )
 
 
-def _peername(writer: asyncio.StreamWriter) -> tuple[str, int]:
+def _normalise_ip(ip: str) -> str:
+    """The canonical text of an IP (IPv4-mapped IPv6 as IPv4); other text unchanged."""
+    try:
+        parsed = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
+
+
+def _peername(writer: asyncio.StreamWriter) -> RemoteAddress:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])

@@ -2,7 +2,8 @@
 
 A Peer wraps the upgraded connection (its NodeInfo, its direction) and the running
 :class:`~cometp2p.aio.connection.Connection`. Reactors send through it and keep per-peer
-scratch data in it.
+scratch data in it. Sends update the ``cometbft_p2p_*`` send counters (§2.4) and the
+per-channel histogram of how long a blocking send waited for room in the send queue.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Peer:
         self.created_at = time.monotonic()
         self._channels = frozenset(node_info.channels)
         self._metrics = metrics
+        self._stopping = False
 
     @property
     def id(self) -> NodeID:
@@ -69,9 +71,18 @@ class Peer:
         return self.socket_address.ip
 
     @property
+    def remote_address(self) -> tuple[str, int]:
+        """The socket's remote ``(ip, port)`` (for outbound peers: the dialed port)."""
+        return self.connection.secret_connection.remote_address()
+
+    @property
     def is_running(self) -> bool:
-        """True until the connection ends."""
-        return not self.connection.closed
+        """True until the connection ends or the Switch starts to stop the peer."""
+        return not self._stopping and not self.connection.closed
+
+    def mark_stopping(self) -> None:
+        """Called by the Switch when it starts to stop the peer: sends fail from now on."""
+        self._stopping = True
 
     def has_channel(self, channel_id: int) -> bool:
         """True if the peer advertised ``channel_id`` in its NodeInfo."""
@@ -93,19 +104,33 @@ class Peer:
     ) -> bool:
         """Queue ``message`` on ``channel_id``, waiting up to ``timeout_s`` s for room.
 
-        Returns False (without raising) when the peer did not advertise the channel, the
-        queue stayed full, or the peer is stopped, as CometBFT's ``Peer.Send`` does.
+        How long the call waited (seconds, also when it timed out) is observed in the
+        ``send_queue_latency_seconds`` histogram of the channel.
+
+        Returns:
+            False (without raising) when the peer did not advertise the channel, the
+            queue stayed full, or the peer is stopped, as CometBFT's ``Peer.Send`` does.
+
+        Raises:
+            LocalProtocolError: ``channel_id`` is not one of our own channels.
         """
         if not self.has_channel(channel_id) or not self.is_running:
             return False
         data = self._encode(message)
+        started = time.monotonic()
         ok = await self.connection.send(channel_id, data, timeout_s)
+        if self._metrics is not None:
+            self._metrics.record_queue_wait(channel_id, time.monotonic() - started)
         if ok:
             self._count_sent(channel_id, message, len(data))
         return ok
 
     def try_send(self, channel_id: int, message: bytes | Message) -> bool:
-        """Queue ``message`` if there is room now; never blocks. See :meth:`send`."""
+        """Queue ``message`` if there is room now; never blocks. See :meth:`send`.
+
+        Raises:
+            LocalProtocolError: ``channel_id`` is not one of our own channels.
+        """
         if not self.has_channel(channel_id) or not self.is_running:
             return False
         data = self._encode(message)
@@ -121,6 +146,10 @@ class Peer:
     def status(self) -> MConnectionStatus:
         """Per-channel queue lengths, byte counters and ``recently_sent``."""
         return self.connection.status()
+
+    def queued_messages(self) -> int:
+        """Messages waiting in all send queues (CometBFT's ``pending_send_bytes`` gauge)."""
+        return sum(ch.send_queue_size for ch in self.status().channels)
 
     async def flush_stop(self, timeout_s: float = 2.0) -> None:
         """Flush what is queued (bounded), then close the connection."""

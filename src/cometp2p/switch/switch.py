@@ -4,16 +4,26 @@ Follows behaviour.md §1 (v0.38 Switch) with the quirks fixed:
 
 * reactors start and receive peers in registration order (not map order);
 * ``handshake_timeout`` and ``dial_timeout`` from config are honoured (Q1.1);
+* conn and peer filters share one ``filter_timeout_s`` per connection (Q1.2);
 * a peer admitted while the Switch stops is closed, not leaked (Q1.3);
 * an unexpected accept error is logged, never fatal (Q1.5);
-* a persistent peer that refuses us as *incompatible* is cooled down: it skips the fast
-  phase and goes straight to the exponential phase of the reconnect schedule (tendermint
-  issue #6604), and one that turns out to be ourselves is never redialed.
+* the duplicate-ID and inbound-limit checks and the insertion into the peer set happen
+  in one step without a suspension point, so concurrent handshakes cannot both pass;
+* a peer that refused us (or that we refused) as *incompatible* is cooled down for
+  ``ReconnectPolicy.incompatible_cooldown_s``: no dial to its ID is attempted meanwhile,
+  and a persistent one skips the fast phase of the reconnect schedule (tendermint issue
+  #6604); one that turns out to be ourselves is never redialed;
+* the first redial of the reconnect schedule has no random delay, later ones have.
+
+Peer removal keeps Go's order (close the connection, stop the peer's receive tasks,
+``Reactor.remove_peer``, and only then leave the peer set) so a quick reconnect by the
+same node cannot reach ``init_peer``/``add_peer`` before the old ``remove_peer`` ran.
 
 Use it as an async context manager::
 
-    async with Switch(config, node_key, node_info) as sw:
-        sw.add_reactor(...)   # before entering, in fact; see add_reactor
+    switch = Switch(config, node_key, node_info)
+    switch.add_reactor("echo", EchoReactor())   # before start
+    async with switch:
         ...
 """
 
@@ -24,13 +34,19 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 from cometp2p.aio.connection import Connection
-from cometp2p.aio.transport import Transport, UpgradedConnection
+from cometp2p.aio.secret_connection import SecretConnection
+from cometp2p.aio.transport import (
+    DEFAULT_FILTER_TIMEOUT_S,
+    RemoteAddress,
+    Transport,
+    UpgradedConnection,
+)
 from cometp2p.config import P2PConfig
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
@@ -54,7 +70,13 @@ __all__ = ["AlreadyConnectedError", "PeerFilter", "ReconnectPolicy", "Switch"]
 logger = logging.getLogger(__name__)
 
 PeerFilter = Callable[[PeerSet, Peer], Awaitable[None]]
-"""``async filter(peers, new_peer)``; raise any CometP2PError to refuse the peer."""
+"""``async filter(peers, new_peer)``; raise any exception to refuse the peer."""
+
+_CLOSE_TIMEOUT_S: Final = 1.0
+"""How long closing a socket may wait for the peer before the socket is aborted."""
+
+_RECEIVE_DRAIN_TIMEOUT_S: Final = 1.0
+"""How long a stopping peer's in-progress ``Reactor.receive`` calls may take to finish."""
 
 
 class AlreadyConnectedError(CometP2PError):
@@ -68,9 +90,11 @@ class AlreadyConnectedError(CometP2PError):
 class ReconnectPolicy:
     """The persistent-peer redial schedule (behaviour.md §1.10), in seconds.
 
-    Phase 1: ``fast_attempts`` dials ``fast_interval_s`` apart. Phase 2:
-    ``backoff_attempts`` dials, the i-th after ``backoff_base_s ** i``. Every wait adds
-    ``U[0, jitter_s)``.
+    Phase 1: ``fast_attempts`` dials, the first at once, the others ``fast_interval_s``
+    apart. Phase 2: ``backoff_attempts`` dials, the i-th (1-based) after
+    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After an *incompatible*
+    refusal the peer's ID is not dialed for ``incompatible_cooldown_s`` and its schedule
+    continues in phase 2.
     """
 
     fast_attempts: int = 20
@@ -78,6 +102,7 @@ class ReconnectPolicy:
     backoff_attempts: int = 10
     backoff_base_s: float = 3.0
     jitter_s: float = 3.0
+    incompatible_cooldown_s: float = 300.0
 
     def delays(self, *, cooled_down: bool = False) -> list[float]:
         """The waits before each attempt (without jitter); the first fast one is 0."""
@@ -90,15 +115,30 @@ class Switch:
     """Connects peers and routes messages between them and the reactors.
 
     Args:
-        config: the ``[p2p]`` configuration.
+        config: the ``[p2p]`` configuration. It is read again by :meth:`start`, so it
+            may be replaced (``switch.config = ...``) until then.
         node_key: our identity.
         node_info: our NodeInfo; its ``channels`` should list every reactor's channels.
         metrics: Prometheus metrics; a private registry is used when omitted.
         rng: randomness for dial jitter (injected for reproducible tests).
         reconnect_policy: the persistent-peer redial schedule.
-        mconnection_config: overrides the MConnection settings derived from ``config``.
+        mconnection_config: overrides the MConnection settings derived from ``config``
+            (e.g. a short ``ping_interval_s``).
         dial_jitter_s: upper bound of the random wait before each dial of
             :meth:`dial_peers_async` (CometBFT: 3 s).
+        peer_metrics_interval_s: how often each peer's ``peer_pending_send_bytes`` gauge
+            is refreshed (CometBFT: 10 s).
+        filter_timeout_s: bound on the conn filters, and separately on the peer
+            filters, of one connection (CometBFT: 5 s).
+
+    Attributes:
+        peers: the connected peers.
+        peer_filters: ``async filter(peers, peer)`` callables run before a peer is added;
+            one that raises refuses the peer with reason ``FILTERED``.
+        transport: the :class:`Transport`; its ``conn_filters`` list may be extended.
+        listen_address: the bound ``(host, port)`` once started.
+        self_addresses: addresses found to be ourselves (never dialed again).
+        on_peer_rejected: called with the error of every refused inbound connection.
     """
 
     def __init__(
@@ -112,6 +152,8 @@ class Switch:
         reconnect_policy: ReconnectPolicy | None = None,
         mconnection_config: MConnectionConfig | None = None,
         dial_jitter_s: float = 3.0,
+        peer_metrics_interval_s: float = 10.0,
+        filter_timeout_s: float = DEFAULT_FILTER_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.node_key = node_key
@@ -119,46 +161,74 @@ class Switch:
         self.metrics = metrics if metrics is not None else P2PMetrics(node_info.network)
         self.rng = rng if rng is not None else random.Random()
         self.reconnect_policy = reconnect_policy or ReconnectPolicy()
-        self.mconnection_config = mconnection_config or MConnectionConfig.from_p2p(config)
+        self._mconnection_config = mconnection_config
         self.dial_jitter_s = dial_jitter_s
+        self.peer_metrics_interval_s = peer_metrics_interval_s
+        self.filter_timeout_s = filter_timeout_s
         self.peers = PeerSet()
         self.peer_filters: list[PeerFilter] = []
-        self.transport = Transport(
-            node_key,
-            node_info,
-            handshake_timeout_s=config.handshake_timeout_s,
-            dial_timeout_s=config.dial_timeout_s,
-            max_incoming_handshakes=config.max_num_inbound_peers
-            + len(config.unconditional_peer_ids),
-        )
         self._reactors: dict[str, Reactor] = {}
         self._reactor_by_channel: dict[int, Reactor] = {}
         self._channels: list[ChannelDescriptor] = []
         self._dialing: set[NodeID] = set()
         self._reconnecting: set[NodeID] = set()
-        self._persistent: list[NetAddress] = []
+        self._persistent: list[NetAddress] | None = None
         self._unconditional: set[NodeID] = set()
+        self._private: set[NodeID] = set()
+        self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
+        self._configure_transport()
+        self._cooldown_until: dict[NodeID, float] = {}
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._peer_tasks: dict[NodeID, list[asyncio.Task[None]]] = {}
+        self._stoppers: set[asyncio.Task[None]] = set()
+        self._peer_tasks: dict[Peer, list[asyncio.Task[None]]] = {}
+        self._stopping: set[Peer] = set()
         self.listen_address: tuple[str, int] | None = None
+        self.self_addresses: set[NetAddress] = set()
         self.on_peer_rejected: Callable[[CometP2PError], None] | None = None
         self.add_unconditional_peer_ids(config.unconditional_peer_ids)
+        self.add_private_peer_ids(config.private_peer_ids)
+
+    @property
+    def mconnection_config(self) -> MConnectionConfig:
+        """The settings of every new MConnection (the override, else from ``config``)."""
+        if self._mconnection_config is not None:
+            return self._mconnection_config
+        return MConnectionConfig.from_p2p(self.config)
+
+    @mconnection_config.setter
+    def mconnection_config(self, value: MConnectionConfig | None) -> None:
+        self._mconnection_config = value
+
+    def _configure_transport(self) -> None:
+        t = self.transport
+        t.node_info = self.node_info
+        t.handshake_timeout_s = self.config.handshake_timeout_s
+        t.dial_timeout_s = self.config.dial_timeout_s
+        t.allow_duplicate_ip = self.config.allow_duplicate_ip
+        t.filter_timeout_s = self.filter_timeout_s
+        # Go's listener limit: max inbound peers plus the unconditional ones (§1.5).
+        t.max_incoming_handshakes = self.config.max_num_inbound_peers + len(self._unconditional)
 
     # ------------------------------------------------------------------ reactors
 
     def add_reactor(self, name: str, reactor: Reactor) -> Reactor:
         """Register ``reactor`` under ``name`` and route its channels to it.
 
+        Returns:
+            ``reactor``.
+
         Raises:
-            LocalProtocolError: a channel ID is already owned by another reactor, the
-                name is taken, or the Switch is already running.
+            LocalProtocolError: a channel ID is already owned by another reactor (or
+                declared twice by this one), the name is taken, or the Switch is
+                already running.
         """
         if self._running:
             raise LocalProtocolError("add_reactor must be called before the Switch starts")
         if name in self._reactors:
             raise LocalProtocolError(f"a reactor named {name!r} is already registered")
         descs = reactor.get_channels()
+        seen: set[int] = set()
         for desc in descs:
             owner = self._reactor_by_channel.get(desc.id)
             if owner is not None:
@@ -166,6 +236,9 @@ class Switch:
                     f"channel {desc.id:#04x} of reactor {name!r} is already owned by "
                     f"reactor {owner.name!r}"
                 )
+            if desc.id in seen:
+                raise LocalProtocolError(f"reactor {name!r} declares channel {desc.id:#04x} twice")
+            seen.add(desc.id)
         for desc in descs:
             self._channels.append(desc)
             self._reactor_by_channel[desc.id] = reactor
@@ -177,6 +250,11 @@ class Switch:
     def reactor(self, name: str) -> Reactor | None:
         """The reactor registered under ``name``."""
         return self._reactors.get(name)
+
+    @property
+    def reactors(self) -> dict[str, Reactor]:
+        """The registered reactors by name, in registration order (a copy)."""
+        return dict(self._reactors)
 
     @property
     def channels(self) -> list[ChannelDescriptor]:
@@ -206,19 +284,34 @@ class Switch:
         """Start reactors, listen on ``laddr`` and dial the persistent peers.
 
         Raises:
-            NetAddressError: ``persistent_peers`` holds an invalid address.
+            LocalProtocolError: already running.
+            NetAddressError: ``persistent_peers``, ``unconditional_peer_ids`` or
+                ``private_peer_ids`` hold an invalid entry, or ``laddr`` is malformed.
             OSError: the listen address cannot be bound.
         """
         if self._running:
             raise LocalProtocolError("Switch already started")
-        self._persistent = _parse_addresses(self.config.persistent_peers, "persistent_peers")
-        for reactor in self._reactors.values():
-            await reactor.start()
-        host, port = _split_laddr(self.config.laddr)
-        self.listen_address = await self.transport.listen(
-            host, port, self._on_inbound, self._on_rejected
-        )
-        if port == 0:
+        config = self.config
+        if self._persistent is None:
+            self._persistent = _parse_addresses(config.persistent_peers, "persistent_peers")
+        self.add_unconditional_peer_ids(config.unconditional_peer_ids)
+        self.add_private_peer_ids(config.private_peer_ids)
+        host, port = _split_laddr(config.laddr)
+        self._configure_transport()
+        started: list[Reactor] = []
+        try:
+            for reactor in self._reactors.values():
+                await reactor.start()
+                started.append(reactor)
+            self.listen_address = await self.transport.listen(
+                host, port, self._on_inbound, self._on_rejected
+            )
+        except BaseException:
+            for reactor in reversed(started):
+                with contextlib.suppress(Exception):
+                    await reactor.stop()
+            raise
+        if port == 0 and not config.external_address:
             # An ephemeral port is only known now; advertise the real one.
             bound_host, bound_port = self.listen_address
             self.node_info = dataclasses.replace(
@@ -226,11 +319,12 @@ class Switch:
             )
             self.transport.node_info = self.node_info
         self._running = True
+        logger.info("switch %s listening on %s:%d", self.node_id, *self.listen_address)
         if self._persistent:
             self.dial_peers_async(self._persistent)
 
     async def stop(self) -> None:
-        """Stop listening, stop every peer, then every reactor. Idempotent."""
+        """Stop accepting and dialing, stop every peer, then every reactor. Idempotent."""
         if not self._running:
             return
         self._running = False
@@ -240,22 +334,29 @@ class Switch:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for peer in self.peers.list():
-            await self._stop_and_remove_peer(peer, None)
+        await asyncio.gather(
+            *(self._stop_and_remove_peer(peer, None) for peer in self.peers.list()),
+            return_exceptions=True,
+        )
+        while pending := [t for t in self._stoppers if not t.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
         for reactor in self._reactors.values():
             try:
                 await reactor.stop()
             except Exception:
                 logger.exception("reactor %s failed to stop", reactor.name)
+        logger.info("switch %s stopped", self.node_id)
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task[None]:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.create_task(run(), name=name)
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    @property
+    def node_id(self) -> NodeID:
+        """Our node ID."""
+        return self.node_info.node_id
 
     # ------------------------------------------------------------------ peer ids
 
@@ -270,19 +371,53 @@ class Switch:
 
     def is_peer_unconditional(self, node_id: str) -> bool:
         """True if ``node_id`` is an unconditional peer."""
-        return node_id in self._unconditional
+        return node_id.lower() in self._unconditional
 
-    def add_persistent_peers(self, addresses: Iterable[str]) -> None:
-        """Replace the persistent-peer list (``id@host:port`` strings).
+    @property
+    def unconditional_peer_ids(self) -> frozenset[NodeID]:
+        """The unconditional peer IDs."""
+        return frozenset(self._unconditional)
+
+    def add_private_peer_ids(self, ids: Iterable[str]) -> None:
+        """Mark these IDs private: connections are normal, but they are never gossiped.
+
+        The Switch only keeps the set; the address book refuses to store them.
+
+        Raises:
+            NetAddressError: an ID is malformed.
+        """
+        for node_id in ids:
+            self._private.add(validate_node_id(node_id))
+
+    def is_peer_private(self, node_id: str) -> bool:
+        """True if ``node_id`` is a private peer (never gossiped)."""
+        return node_id.lower() in self._private
+
+    @property
+    def private_peer_ids(self) -> frozenset[NodeID]:
+        """The private peer IDs (``private_peer_ids`` plus those added)."""
+        return frozenset(self._private)
+
+    def add_persistent_peers(self, addresses: Iterable[str | NetAddress]) -> None:
+        """Replace the persistent-peer list (``id@host:port`` strings or NetAddresses).
+
+        Called before :meth:`start`, it replaces ``persistent_peers`` from the config.
 
         Raises:
             NetAddressError: an address is invalid (unresolvable names are skipped).
         """
         self._persistent = _parse_addresses(addresses, "persistent peers")
 
+    @property
+    def persistent_peers(self) -> list[NetAddress]:
+        """The persistent peers (from the config until :meth:`add_persistent_peers`)."""
+        if self._persistent is None:
+            return _parse_addresses(self.config.persistent_peers, "persistent_peers")
+        return list(self._persistent)
+
     def is_peer_persistent(self, address: NetAddress) -> bool:
         """True if ``address`` equals (``id@ip:port``) one of the persistent peers."""
-        return any(str(address) == str(p) for p in self._persistent)
+        return any(address == p for p in self._persistent or ())
 
     # ------------------------------------------------------------------ counting
 
@@ -298,6 +433,11 @@ class Switch:
                 inbound += 1
         return outbound, inbound, len(self._dialing)
 
+    @property
+    def max_num_outbound_peers(self) -> int:
+        """``max_num_outbound_peers``: the PEX dialer's budget (the Switch does not enforce it)."""
+        return self.config.max_num_outbound_peers
+
     def is_dialing_or_existing_address(self, address: NetAddress) -> bool:
         """True if ``address``'s ID is being dialed or connected, or (without
         ``allow_duplicate_ip``) its IP already belongs to a peer."""
@@ -307,20 +447,54 @@ class Switch:
             or (not self.config.allow_duplicate_ip and self.peers.has_ip(address.ip))
         )
 
+    # ------------------------------------------------------------------ cooldown
+
+    def cooldown_remaining(self, node_id: str) -> float:
+        """Seconds before ``node_id`` may be dialed again after an incompatible refusal."""
+        until = self._cooldown_until.get(NodeID(node_id.lower()))
+        if until is None:
+            return 0.0
+        left = until - asyncio.get_running_loop().time()
+        if left <= 0:
+            del self._cooldown_until[NodeID(node_id.lower())]
+            return 0.0
+        return left
+
+    def _cool_down(self, node_id: str | None, error: CometP2PError) -> None:
+        if node_id is None or not isinstance(error, RejectedError):
+            return
+        if error.reason is not RejectReason.INCOMPATIBLE:
+            return
+        period = self.reconnect_policy.incompatible_cooldown_s
+        if period <= 0:
+            return
+        self._cooldown_until[NodeID(node_id)] = asyncio.get_running_loop().time() + period
+        logger.info("[%s] incompatible; not dialing it for %g s", node_id, period)
+
     # ------------------------------------------------------------------ dialing
 
-    def dial_peers_async(self, addresses: Sequence[NetAddress]) -> None:
-        """Dial each address in the background in random order, each after a random wait.
+    def dial_peers_async(self, addresses: Sequence[NetAddress | str]) -> None:
+        """Dial each address in the background, in random order, each after a random wait.
 
-        Errors are logged; a persistent address that fails starts its reconnect loop.
+        Our own ID and listen address are skipped. Errors are logged; a persistent
+        address that fails starts its reconnect loop.
+
+        Raises:
+            NetAddressError: a string is not a valid address (nothing is dialed then);
+                names that do not resolve are only logged and skipped.
         """
-        ours = self.node_info.node_id
-        order = list(addresses)
+        order = _parse_addresses(addresses, "dial_peers")
         self.rng.shuffle(order)
         for address in order:
-            if address.id == ours:
+            if self._is_own_address(address):
                 continue
             self._spawn(self._dial_later(address), f"dial-{address.id[:12]}")
+
+    def _is_own_address(self, address: NetAddress) -> bool:
+        if address.id == self.node_id or address in self.self_addresses:
+            return True
+        listen = self.listen_address
+        return listen is not None and address.port == listen[1] and str(address.ip) == listen[0]
 
     async def _dial_later(self, address: NetAddress) -> None:
         if self.dial_jitter_s > 0:
@@ -335,16 +509,34 @@ class Switch:
     async def dial_peer_with_address(self, address: NetAddress) -> Peer:
         """Dial ``address``, upgrade it and add the peer.
 
+        A failed dial of a persistent address starts its reconnect loop (unless the
+        address is ourselves); a peer refused after the upgrade does not.
+
         Returns:
             The started Peer.
 
         Raises:
             AlreadyConnectedError: the ID or IP is already dialing or connected.
-            ConnectionBrokenError: the TCP connect failed.
-            RejectedError: the upgrade pipeline or the Switch refused the peer.
+            RejectedError: ``SELF`` for our own ID; ``INCOMPATIBLE`` while the ID cools
+                down after an incompatible refusal; otherwise the reason the upgrade
+                pipeline or the Switch refused the peer.
+            ConnectionBrokenError: the TCP connect failed or timed out.
+            LocalProtocolError: the Switch is not running.
         """
+        if not self._running:
+            raise LocalProtocolError(f"cannot dial {address}: the Switch is not running")
+        if address.id == self.node_id:
+            self.self_addresses.add(address)
+            raise RejectedError(RejectReason.SELF, f"{address} is our own ID", node_id=address.id)
         if self.is_dialing_or_existing_address(address):
             raise AlreadyConnectedError(f"{address} is already dialing or connected")
+        left = self.cooldown_remaining(address.id)
+        if left > 0:
+            raise RejectedError(
+                RejectReason.INCOMPATIBLE,
+                f"refused as incompatible recently; not dialing for another {left:.1f} s",
+                node_id=address.id,
+            )
         self._dialing.add(address.id)
         try:
             try:
@@ -359,101 +551,85 @@ class Switch:
     def _after_dial_failure(self, address: NetAddress, exc: CometP2PError) -> None:
         if isinstance(exc, RejectedError) and exc.reason is RejectReason.SELF:
             logger.info("[%s] %s is ourselves; not dialing it again", address.id, address)
+            self.self_addresses.add(address)
             return
+        self._cool_down(address.id, exc)
         if self.is_peer_persistent(address) and self._running:
-            cooled = isinstance(exc, RejectedError) and exc.reason is RejectReason.INCOMPATIBLE
-            self._start_reconnect(address, cooled_down=cooled, first_delay_known=True)
+            self._start_reconnect(address, first_attempt_done=True)
 
     # ------------------------------------------------------------------ reconnect
 
-    def _start_reconnect(
-        self, address: NetAddress, *, cooled_down: bool = False, first_delay_known: bool = False
-    ) -> None:
+    def _start_reconnect(self, address: NetAddress, *, first_attempt_done: bool = False) -> None:
         if address.id in self._reconnecting or not self._running:
             return
         self._reconnecting.add(address.id)
-        self._spawn(
-            self._reconnect(address, cooled_down, skip_first=first_delay_known),
-            f"reconnect-{address.id[:12]}",
-        )
+        self._spawn(self._reconnect(address, first_attempt_done), f"reconnect-{address.id[:12]}")
 
-    async def _reconnect(self, address: NetAddress, cooled_down: bool, skip_first: bool) -> None:
+    def _jitter(self) -> float:
+        jitter = self.reconnect_policy.jitter_s
+        return self.rng.uniform(0, jitter) if jitter > 0 else 0.0
+
+    async def _reconnect(self, address: NetAddress, first_attempt_done: bool) -> None:
+        """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed)."""
         policy = self.reconnect_policy
-        delays = policy.delays(cooled_down=cooled_down)
-        if skip_first and delays and delays[0] == 0.0:
-            # The failed dial that started us was attempt one.
-            delays = delays[1:] if len(delays) > 1 else delays
-            delays[0] = max(delays[0], policy.fast_interval_s)
+        fast_done = 1 if first_attempt_done else 0
+        fast_total = 0 if self.cooldown_remaining(address.id) > 0 else policy.fast_attempts
+        backoff_done = 0
+        attempt = 0
         try:
-            for attempt, delay in enumerate(delays, start=1):
-                if not self._running:
+            while self._running:
+                if fast_done < fast_total:
+                    wait = 0.0 if fast_done == 0 else policy.fast_interval_s + self._jitter()
+                    fast_done += 1
+                elif backoff_done < policy.backoff_attempts:
+                    backoff_done += 1
+                    wait = policy.backoff_base_s**backoff_done + self._jitter()
+                else:
+                    logger.warning("[%s] giving up reconnecting to %s", address.id, address)
                     return
-                wait = delay + (self.rng.uniform(0, policy.jitter_s) if policy.jitter_s else 0.0)
+                wait = max(wait, self.cooldown_remaining(address.id))
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if not self._running:
                     return
+                attempt += 1
                 try:
-                    await self._dial_for_reconnect(address)
+                    await self.dial_peer_with_address(address)
                     return
                 except AlreadyConnectedError:
                     return
                 except RejectedError as exc:
                     if exc.reason is RejectReason.SELF:
                         return
+                    if exc.reason is RejectReason.INCOMPATIBLE:
+                        fast_total = 0  # cooled down: continue in the back-off phase
                     logger.info("[%s] reconnect attempt %d failed: %s", address.id, attempt, exc)
                 except CometP2PError as exc:
                     logger.info("[%s] reconnect attempt %d failed: %s", address.id, attempt, exc)
-            logger.warning("[%s] giving up reconnecting to %s", address.id, address)
         finally:
             self._reconnecting.discard(address.id)
 
-    async def _dial_for_reconnect(self, address: NetAddress) -> None:
-        if self.is_dialing_or_existing_address(address):
-            raise AlreadyConnectedError(f"{address} is already dialing or connected")
-        self._dialing.add(address.id)
-        try:
-            upgraded = await self.transport.dial(address)
-            await self._add_upgraded(upgraded)
-        finally:
-            self._dialing.discard(address.id)
-
     # ------------------------------------------------------------------ accepting
 
-    def _on_rejected(self, error: CometP2PError, peer_address: tuple[str, int]) -> None:
+    def _on_rejected(self, error: CometP2PError, peer_address: RemoteAddress) -> None:
         logger.info("inbound peer %s:%d rejected: %s", peer_address[0], peer_address[1], error)
+        if isinstance(error, RejectedError):
+            self._cool_down(error.node_id, error)
         if self.on_peer_rejected is not None:
             self.on_peer_rejected(error)
 
     async def _on_inbound(self, upgraded: UpgradedConnection) -> None:
-        peer_id = upgraded.node_info.node_id
-        if not self._running:
-            await upgraded.secret.close()
-            return
-        if peer_id not in self._unconditional:
-            _, inbound, _ = self.num_peers()
-            if inbound >= self.config.max_num_inbound_peers:
-                await upgraded.secret.close()
-                self._on_rejected(
-                    RejectedError(
-                        RejectReason.LIMIT,
-                        f"inbound limit reached ({self.config.max_num_inbound_peers} peers)",
-                        node_id=peer_id,
-                    ),
-                    upgraded.secret.remote_address(),
-                )
-                return
         try:
             await self._add_upgraded(upgraded)
         except CometP2PError as exc:
-            self._on_rejected(exc, upgraded.secret.remote_address())
+            self._on_rejected(exc, upgraded.remote_address)
 
     # ------------------------------------------------------------------ admission
 
     def _socket_address(self, upgraded: UpgradedConnection) -> NetAddress:
         if upgraded.dialed_address is not None:
             return upgraded.dialed_address
-        ip, port = upgraded.secret.remote_address()
+        ip, port = upgraded.remote_address
         return NetAddress.parse(
             f"{upgraded.node_info.node_id}@{_host_port(ip, port)}", resolve=False
         )
@@ -464,70 +640,121 @@ class Switch:
         except NetAddressError:
             return None
 
-    async def _add_upgraded(self, upgraded: UpgradedConnection) -> Peer:
-        info = upgraded.node_info
-        socket_address = self._socket_address(upgraded)
-        if upgraded.outbound:
-            persistent = self.is_peer_persistent(socket_address)
-        else:
-            reported = self._self_reported_address(info)
-            persistent = reported is not None and self.is_peer_persistent(reported)
-        connection = Connection(
-            upgraded.secret,
-            self._channels,
-            self.mconnection_config,
-            initial_plaintext=upgraded.leftover,
-        )
-        peer = Peer(
-            info,
-            connection,
-            outbound=upgraded.outbound,
-            persistent=persistent,
-            socket_address=socket_address,
-            metrics=self.metrics,
-        )
+    async def _close_upgraded(self, secret: SecretConnection, remote: RemoteAddress) -> None:
         try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await secret.close()
+        except TimeoutError:
+            self.transport.abort(remote)
+        except Exception:
+            logger.debug("error closing %s:%d", *remote, exc_info=True)
+            self.transport.abort(remote)
+        finally:
+            self.transport.cleanup(remote)
+
+    async def _add_upgraded(self, upgraded: UpgradedConnection) -> Peer:
+        """The admission pipeline of behaviour.md §1.8, for both directions.
+
+        Raises:
+            RejectedError: ``DUPLICATE``, ``LIMIT`` (inbound), ``FILTERED`` (a peer
+                filter, or the Switch is stopping); the socket is closed.
+        """
+        info = upgraded.node_info
+        remote = upgraded.remote_address
+        try:
+            socket_address = self._socket_address(upgraded)
+            if upgraded.outbound:
+                persistent = self.is_peer_persistent(socket_address)
+            else:
+                reported = self._self_reported_address(info)
+                persistent = reported is not None and self.is_peer_persistent(reported)
+            connection = Connection(
+                upgraded.secret,
+                self._channels,
+                self.mconnection_config,
+                initial_plaintext=upgraded.leftover,
+            )
+            peer = Peer(
+                info,
+                connection,
+                outbound=upgraded.outbound,
+                persistent=persistent,
+                socket_address=socket_address,
+                metrics=self.metrics,
+            )
             await self._filter_peer(peer)
-        except CometP2PError:
-            await upgraded.secret.close()
+            # From here to peers.add there is no suspension point: the checks hold.
+            self._check_admission(peer)
+            for reactor in self._reactors.values():
+                reactor.init_peer(peer)
+        except BaseException:
+            await self._close_upgraded(upgraded.secret, remote)
             raise
-        if not self._running:
-            await upgraded.secret.close()
-            raise RejectedError(RejectReason.FILTERED, "switch is stopping", node_id=peer.id)
-        for reactor in self._reactors.values():
-            reactor.init_peer(peer)
         connection.start()
         self.peers.add(peer)
         self.metrics.peer_added()
         self._start_peer_tasks(peer)
+        logger.info(
+            "[%s] added peer %r (%s, %s)",
+            peer.id,
+            info.moniker,
+            "outbound" if peer.is_outbound else "inbound",
+            peer.socket_address,
+        )
         for reactor in self._reactors.values():
+            if not peer.is_running:
+                break
             try:
                 await reactor.add_peer(peer)
             except Exception as exc:
                 logger.exception("[%s] reactor %s failed in add_peer", peer.id, reactor.name)
                 await self.stop_peer_for_error(peer, exc)
                 break
-        logger.info("[%s] added peer %r (%s)", peer.id, info.moniker, peer.socket_address)
         return peer
+
+    def _check_admission(self, peer: Peer) -> None:
+        if not self._running:
+            raise RejectedError(RejectReason.FILTERED, "the Switch is stopping", node_id=peer.id)
+        if self.peers.has(peer.id):
+            raise RejectedError(RejectReason.DUPLICATE, "already connected", node_id=peer.id)
+        if not peer.is_outbound and peer.id not in self._unconditional:
+            _, inbound, _ = self.num_peers()
+            limit = self.config.max_num_inbound_peers
+            if inbound >= limit:
+                raise RejectedError(
+                    RejectReason.LIMIT,
+                    f"inbound peer limit reached ({inbound} of max_num_inbound_peers={limit})",
+                    node_id=peer.id,
+                )
 
     async def _filter_peer(self, peer: Peer) -> None:
         if self.peers.has(peer.id):
             raise RejectedError(RejectReason.DUPLICATE, "already connected", node_id=peer.id)
-        for peer_filter in self.peer_filters:
-            try:
-                await peer_filter(self.peers, peer)
-            except CometP2PError as exc:
-                raise RejectedError(RejectReason.FILTERED, str(exc), node_id=peer.id) from exc
+        if not self.peer_filters:
+            return
+        try:
+            async with asyncio.timeout(self.filter_timeout_s):
+                await asyncio.gather(*(f(self.peers, peer) for f in self.peer_filters))
+        except TimeoutError as exc:
+            raise RejectedError(
+                RejectReason.FILTERED,
+                f"peer filters took more than {self.filter_timeout_s:g} s",
+                node_id=peer.id,
+            ) from exc
+        except Exception as exc:
+            raise RejectedError(RejectReason.FILTERED, str(exc), node_id=peer.id) from exc
 
     # ------------------------------------------------------------------ per-peer tasks
 
     def _start_peer_tasks(self, peer: Peer) -> None:
+        short = peer.id[:8]
         tasks = [
-            asyncio.create_task(self._consume(peer, desc.id), name=f"recv-{peer.id[:8]}-{desc.id}")
+            asyncio.create_task(self._consume(peer, desc.id), name=f"recv-{short}-{desc.id}")
             for desc in self._channels
         ]
-        tasks.append(asyncio.create_task(self._watch(peer), name=f"watch-{peer.id[:8]}"))
-        self._peer_tasks[peer.id] = tasks
+        tasks.append(asyncio.create_task(self._watch(peer), name=f"watch-{short}"))
+        tasks.append(asyncio.create_task(self._tick_metrics(peer), name=f"metrics-{short}"))
+        self._peer_tasks[peer] = tasks
 
     async def _consume(self, peer: Peer, channel_id: int) -> None:
         reactor = self._reactor_by_channel[channel_id]
@@ -537,6 +764,8 @@ class Switch:
                 data = await connection.receive(channel_id)
             except CometP2PError:
                 return  # the watcher reports why the connection ended
+            if not peer.is_running:
+                return  # the peer is being stopped: its backlog is dropped
             try:
                 message = reactor.decode(channel_id, data)
                 self.metrics.record_receive(peer.id, channel_id, message, len(data))
@@ -551,32 +780,36 @@ class Switch:
                     channel_id,
                     exc,
                 )
-                self._spawn(self.stop_peer_for_error(peer, exc), f"stop-{peer.id[:8]}")
+                await self.stop_peer_for_error(peer, exc)
                 return
 
     async def _watch(self, peer: Peer) -> None:
         error = await peer.connection.wait_closed()
-        if self.peers.get(peer.id) is not peer:
-            return
         if error is None:
-            await self._stop_and_remove_peer(peer, None, cancel_self=False)
+            await self._stop_and_remove_peer(peer, None)
         else:
-            await self.stop_peer_for_error(peer, error, cancel_self=False)
+            await self.stop_peer_for_error(peer, error)
+
+    async def _tick_metrics(self, peer: Peer) -> None:
+        interval = self.peer_metrics_interval_s
+        while peer.is_running:
+            with contextlib.suppress(CometP2PError):
+                self.metrics.set_pending(peer.id, peer.queued_messages())
+            await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ removal
 
-    async def stop_peer_for_error(
-        self, peer: Peer, reason: BaseException, *, cancel_self: bool = True
-    ) -> None:
-        """Stop ``peer`` because of ``reason``; reconnect if it is persistent.
+    async def stop_peer_for_error(self, peer: Peer, reason: BaseException) -> None:
+        """Stop ``peer`` because of ``reason`` (logged); reconnect if it is persistent.
 
-        The reconnect target is the dialed address for outbound peers and the peer's
+        No-op if the peer is not in the peer set or is already being stopped. The
+        reconnect target is the dialed address for outbound peers and the peer's
         self-reported listen address for inbound ones.
         """
-        if self.peers.get(peer.id) is not peer:
+        if self.peers.get(peer.id) is not peer or peer in self._stopping:
             return
         logger.warning("[%s] stopping peer for error: %s", peer.id, reason)
-        await self._stop_and_remove_peer(peer, reason, cancel_self=cancel_self)
+        await self._stop_and_remove_peer(peer, reason)
         if peer.is_persistent and self._running:
             target = (
                 peer.socket_address
@@ -586,31 +819,81 @@ class Switch:
             if target is not None:
                 self._start_reconnect(target)
 
-    async def stop_peer_gracefully(self, peer: Peer) -> None:
+    async def stop_peer_gracefully(self, peer: Peer, flush_timeout_s: float = 2.0) -> None:
         """Stop ``peer`` after flushing what is queued to it; never reconnects."""
-        if self.peers.get(peer.id) is not peer:
+        if self.peers.get(peer.id) is not peer or peer in self._stopping:
             return
-        await peer.flush_stop()
-        await self._stop_and_remove_peer(peer, None)
+        logger.info("[%s] stopping peer gracefully", peer.id)
+        await self._stop_and_remove_peer(peer, None, flush_timeout_s=flush_timeout_s)
 
     async def _stop_and_remove_peer(
-        self, peer: Peer, reason: BaseException | None, *, cancel_self: bool = True
+        self, peer: Peer, reason: BaseException | None, *, flush_timeout_s: float = 0.0
     ) -> None:
-        if self.peers.get(peer.id) is not peer:
+        """Stop ``peer`` once; the work runs in its own task, so cancelling the caller
+        (a reactor's receive, a dial) never leaves the removal half done."""
+        if self.peers.get(peer.id) is not peer or peer in self._stopping:
             return
-        self.peers.remove(peer)
-        self.metrics.peer_removed()
-        self.metrics.forget_peer(peer.id)
-        current = asyncio.current_task()
-        for task in self._peer_tasks.pop(peer.id, []):
-            if task is not current and (cancel_self or task.get_name().startswith("recv-")):
-                task.cancel()
-        await peer.connection.close(flush_timeout_s=0.5)
-        for reactor in self._reactors.values():
-            try:
-                await reactor.remove_peer(peer, reason)
-            except Exception:
-                logger.exception("[%s] reactor %s failed in remove_peer", peer.id, reactor.name)
+        self._stopping.add(peer)
+        peer.mark_stopping()
+        # The caller may be one of the peer's own receive tasks: that one is not awaited.
+        caller = asyncio.current_task()
+        stopper = asyncio.create_task(
+            self._remove_peer(peer, reason, flush_timeout_s, caller), name=f"stop-{peer.id[:8]}"
+        )
+        self._stoppers.add(stopper)
+        stopper.add_done_callback(self._stoppers.discard)
+        await asyncio.shield(stopper)
+
+    async def _remove_peer(
+        self,
+        peer: Peer,
+        reason: BaseException | None,
+        flush_timeout_s: float,
+        caller: asyncio.Task[object] | None,
+    ) -> None:
+        """Go's ``stopAndRemovePeer`` order: close, stop, ``remove_peer``, leave the set."""
+        try:
+            consumers: list[asyncio.Task[None]] = []
+            for task in self._peer_tasks.pop(peer, []):
+                if task is caller:
+                    continue
+                if task.get_name().startswith("recv-"):
+                    consumers.append(task)
+                else:
+                    task.cancel()
+            await self._close_connection(peer, flush_timeout_s)
+            # Let a receive in progress finish, so remove_peer comes after it.
+            await _finish(consumers, _RECEIVE_DRAIN_TIMEOUT_S)
+            for reactor in self._reactors.values():
+                try:
+                    await reactor.remove_peer(peer, reason)
+                except Exception:
+                    logger.exception("[%s] reactor %s failed in remove_peer", peer.id, reactor.name)
+        finally:
+            self.peers.remove(peer)
+            self.metrics.peer_removed()
+            self.metrics.forget_peer(peer.id)
+            self._stopping.discard(peer)
+        logger.info("[%s] removed peer (%s)", peer.id, reason or "stopped")
+
+    async def _close_connection(self, peer: Peer, flush_timeout_s: float) -> None:
+        remote: RemoteAddress | None
+        try:
+            remote = peer.remote_address
+        except CometP2PError:
+            remote = None
+        closer = asyncio.create_task(
+            peer.connection.close(flush_timeout_s=flush_timeout_s), name=f"close-{peer.id[:8]}"
+        )
+        try:
+            done, _ = await asyncio.wait({closer}, timeout=flush_timeout_s + _CLOSE_TIMEOUT_S)
+            if not done and remote is not None:
+                # The peer does not read: do not wait for its buffers any longer.
+                self.transport.abort(remote)
+            await _finish([closer], _CLOSE_TIMEOUT_S)
+        finally:
+            if remote is not None:
+                self.transport.cleanup(remote)
 
     # ------------------------------------------------------------------ sending
 
@@ -629,16 +912,40 @@ class Switch:
         return {peer.id: ok for peer, ok in zip(peers, results, strict=True)}
 
     def mark_peer_as_good(self, peer: Peer) -> None:
-        """Tell the address book (if any reactor keeps one) that ``peer`` behaves well."""
+        """Tell the address book that ``peer`` behaves well.
+
+        The Switch keeps no address book; every reactor that has a
+        ``mark_peer_as_good(peer)`` method (the PEXReactor) is told.
+        """
         for reactor in self._reactors.values():
             mark_good = getattr(reactor, "mark_peer_as_good", None)
             if callable(mark_good):
                 mark_good(peer)
 
 
-def _parse_addresses(items: Iterable[str], what: str) -> list[NetAddress]:
+async def _finish(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for ``tasks``, then cancel and reap the rest."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def _parse_addresses(items: Iterable[str | NetAddress], what: str) -> list[NetAddress]:
+    """Parse ``id@host:port`` strings; unresolvable names are logged and skipped.
+
+    Raises:
+        NetAddressError: an entry is malformed (raised before anything else happens).
+    """
     addresses: list[NetAddress] = []
     for item in items:
+        if isinstance(item, NetAddress):
+            addresses.append(item)
+            continue
         try:
             addresses.append(NetAddress.parse(item))
         except NetAddressLookupError as exc:
