@@ -23,14 +23,34 @@ __all__ = ["P2PMetrics", "message_type_label"]
 _QUEUE_LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
 
+def _unwrap(message: Message) -> Message:
+    """The set member of a pure oneof wrapper (``tendermint.p2p.Message`` and the like).
+
+    Go labels a message by its unwrapped type, so a PexRequest counts as
+    ``p2p_PexRequest`` whether or not it travelled inside ``Message{sum}``.
+    """
+    descriptor = message.DESCRIPTOR
+    if len(descriptor.oneofs) != 1:
+        return message
+    oneof = descriptor.oneofs[0]
+    if len(oneof.fields) != len(descriptor.fields):
+        return message  # other fields beside the oneof: not a wrapper
+    member = message.WhichOneof(oneof.name)
+    if member is None:
+        return message
+    inner = getattr(message, member)
+    return inner if isinstance(inner, Message) else message
+
+
 def message_type_label(message: bytes | Message) -> str:
     """``<last proto package segment>_<MessageName>``, e.g. ``p2p_PexRequest``.
 
-    Raw bytes are labelled ``bytes``.
+    Oneof wrappers are labelled by the message they carry (behaviour.md §2.4); raw bytes
+    are labelled ``bytes``.
     """
-    if isinstance(message, bytes):
+    if isinstance(message, bytes | bytearray | memoryview):
         return "bytes"
-    full = message.DESCRIPTOR.full_name  # e.g. "tendermint.p2p.PexRequest"
+    full = _unwrap(message).DESCRIPTOR.full_name  # e.g. "tendermint.p2p.PexRequest"
     package, _, name = full.rpartition(".")
     return f"{package.rpartition('.')[2]}_{name}" if package else name
 
