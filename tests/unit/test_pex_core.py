@@ -54,7 +54,7 @@ def make_core(
     *, strict: bool = True, seed: int = 0, book: AddrBook | None = None, **changes: object
 ) -> PexCore:
     cfg = PexConfig(**changes)  # type: ignore[arg-type]
-    book = book or AddrBook(strict=strict, rng=random.Random(seed))
+    book = book if book is not None else AddrBook(strict=strict, rng=random.Random(seed))
     return PexCore(book, cfg, rng=random.Random(seed + 1))
 
 

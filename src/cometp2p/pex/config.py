@@ -34,11 +34,12 @@ PEX_CHANNEL: Final = 0x00
 DEFAULT_ENSURE_PEERS_PERIOD_S: Final = 30.0
 """``defaultEnsurePeersPeriod`` of CometBFT v0.38, in seconds."""
 
-DEFAULT_REQUEST_GAP_S: Final = DEFAULT_ENSURE_PEERS_PERIOD_S / 3
-"""The request interval a default v0.38 peer enforces (``ensurePeersPeriod / 3``), in seconds.
+DEFAULT_REQUEST_GAP_S: Final = DEFAULT_ENSURE_PEERS_PERIOD_S / 3 + 2.0
+"""The shortest gap between two requests we send to one peer, in seconds: 12.
 
-A v0.38 peer disconnects and bans whoever asks it again sooner (after two free requests),
-so we never ask one peer twice within this gap unless told otherwise.
+A default v0.38 peer disconnects and bans whoever asks it again within 10 s
+(``ensurePeersPeriod / 3``, after two free requests). It measures arrival times, so the
+gap keeps 2 s of margin for delivery jitter.
 """
 
 SEED_DISCONNECT_WAIT_S: Final = 28 * 3600.0
@@ -77,7 +78,7 @@ class PexConfig:
             from one peer (after the two free ones); ``None`` means
             ``ensure_peers_period_s / 3`` as in Go.
         request_gap_s: the shortest gap between two requests *we* send to one peer
-            (default 10 s, what a default v0.38 peer tolerates).
+            (default 12 s: a default v0.38 peer tolerates one per 10 s, plus a margin).
         max_addrs_per_message: the most addresses we send in one PexAddrs, and accept in
             one; a peer sending more is disconnected and banned (Go: 250 sent, none
             checked on receipt).

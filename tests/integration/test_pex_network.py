@@ -1,0 +1,428 @@
+"""PEXReactor on loopback (behaviour.md §4, §9.1): networks, hostile peers, seeds, addrbook.json.
+
+Every node runs with short intervals from :func:`fast_pex`; every wait is bounded and
+synchronised on the reactors' own events (``PEXReactor.wait_for``), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cometp2p.pex.addrbook import AddrBook
+from cometp2p.pex.addrbook_store import load_addrbook
+from cometp2p.pex.config import PEX_CHANNEL, PexConfig, RequestStrategy
+from cometp2p.pex.core import Offence, encode_pex_addrs, encode_pex_request
+from cometp2p.pex.reactor import PEXReactor
+from cometp2p.sansio.mconnection import ChannelDescriptor
+from cometp2p.switch.peer import Peer
+from cometp2p.switch.reactor import Envelope, Reactor
+from cometp2p.switch.switch import Switch
+from cometp2p.testing.network import loopback_p2p_config, make_switch
+from cometp2p.types import NodeID
+from cometp2p.wire.netaddress import NetAddress
+from cometp2p.wire.proto.tendermint.p2p import pex_pb2, types_pb2
+
+NETWORK_SIZE = 30
+OUTBOUND_TARGET = 8
+CONVERGE_TIMEOUT_S = 25.0
+STEP_TIMEOUT_S = 10.0
+
+
+def fast_pex(**changes: object) -> PexConfig:
+    """PEX settings for loopback tests: every period in tens or hundreds of milliseconds.
+
+    Our request gap (0.1 s) stays above the peers' receive interval (0.05 s) so that
+    delivery jitter never makes an honest request look like a flood.
+    """
+    base: dict[str, object] = {
+        "ensure_peers_period_s": 0.3,
+        "min_receive_request_interval_s": 0.05,
+        "request_gap_s": 0.1,
+        "dial_backoff_unit_s": 0.05,
+        "dial_backoff_jitter_s": 0.05,
+        "crawl_period_s": 0.3,
+        "min_time_between_crawls_s": 1.0,
+        "adaptive_min_interval_s": 0.05,
+        "adaptive_no_peers_retry_s": 0.1,
+        "save_interval_s": 0.2,
+    }
+    base.update(changes)
+    return PexConfig(**base)  # type: ignore[arg-type]
+
+
+def address_of(switch: Switch) -> NetAddress:
+    assert switch.listen_address is not None
+    host, port = switch.listen_address
+    return NetAddress.parse(f"{switch.node_info.node_id}@{host}:{port}", resolve=False)
+
+
+@dataclass
+class Node:
+    switch: Switch
+    pex: PEXReactor
+
+    @property
+    def id(self) -> NodeID:
+        return self.switch.node_info.node_id
+
+    @property
+    def address(self) -> NetAddress:
+        return address_of(self.switch)
+
+    def outbound(self) -> int:
+        return self.switch.num_peers()[0]
+
+
+def make_node(
+    seed: int,
+    *,
+    pex: PexConfig | None = None,
+    strict: bool = False,
+    book: AddrBook | None = None,
+    book_file: Path | None = None,
+    moniker: str = "node",
+    **p2p: object,
+) -> Node:
+    settings = pex or fast_pex()
+    reactor = PEXReactor(
+        book if book is not None else AddrBook(strict=strict, rng=random.Random(seed)),
+        settings,
+        book_file=book_file,
+        rng=random.Random(seed + 10_000),
+    )
+    config = loopback_p2p_config(
+        seeds=settings.seeds, seed_mode=settings.seed_mode, addr_book_strict=strict, **p2p
+    )
+    switch = make_switch([("PEX", reactor)], moniker=moniker, p2p=config)
+    return Node(switch, reactor)
+
+
+@contextlib.asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[None]:
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node.switch)
+        yield
+
+
+async def wait_all(nodes: list[Node], predicate: Callable[[Node], bool]) -> None:
+    """Until ``predicate`` holds for every node at once (re-checked after each PEX event)."""
+    while not all(predicate(n) for n in nodes):
+        for node in nodes:
+            await node.pex.wait_for(functools.partial(predicate, node))
+
+
+# -- a network bootstrapped from one seed ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", list(RequestStrategy), ids=lambda s: s.value)
+async def test_thirty_nodes_from_one_seed_reach_their_outbound_target(
+    strategy: RequestStrategy,
+) -> None:
+    seed = make_node(1, pex=fast_pex(seed_mode=True), moniker="seed")
+    async with running(seed):
+        seeds = (str(seed.address),)
+        nodes = [
+            make_node(
+                100 + i,
+                pex=fast_pex(seeds=seeds, strategy=strategy),
+                moniker=f"n{i}",
+                max_num_outbound_peers=OUTBOUND_TARGET,
+            )
+            for i in range(NETWORK_SIZE)
+        ]
+        async with running(*nodes), asyncio.timeout(CONVERGE_TIMEOUT_S):
+            await wait_all(nodes, lambda n: n.outbound() >= OUTBOUND_TARGET)
+            # Never more than the target (behaviour.md §4.6: dials only fill the gap).
+            assert all(n.outbound() == OUTBOUND_TARGET for n in nodes)
+            # Everyone heard of (nearly) everyone through PEX, and nobody misbehaved.
+            everyone = {n.id for n in nodes} | {seed.id}
+            for node in nodes:
+                known = {ka.id for ka in node.pex.book}
+                assert node.id not in known
+                assert len(known & everyone) >= OUTBOUND_TARGET
+                assert not node.pex.counters.violations
+            assert not seed.pex.counters.violations
+            assert seed.pex.counters.requests_answered >= 1
+            if strategy is RequestStrategy.ADAPTIVE:
+                assert all(n.pex.scheduler is not None for n in nodes)
+
+
+# -- hostile peers --------------------------------------------------------------------------------
+
+
+class PuppetReactor(Reactor):
+    """Speaks raw bytes on the PEX channel, so a test can send anything."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+        self.added: asyncio.Queue[Peer] = asyncio.Queue()
+        self.removed: asyncio.Queue[Peer] = asyncio.Queue()
+
+    def get_channels(self) -> list[ChannelDescriptor]:
+        return [
+            ChannelDescriptor(
+                id=PEX_CHANNEL, priority=1, send_queue_capacity=10, recv_message_capacity=1 << 20
+            )
+        ]
+
+    async def add_peer(self, peer: Peer) -> None:
+        self.added.put_nowait(peer)
+
+    async def remove_peer(self, peer: Peer, reason: BaseException | None) -> None:
+        self.removed.put_nowait(peer)
+
+    async def receive(self, envelope: Envelope) -> None:
+        assert isinstance(envelope.message, bytes)
+        self.received.put_nowait(envelope.message)
+
+    async def next_message(self) -> pex_pb2.Message:
+        return pex_pb2.Message.FromString(await self.received.get())
+
+
+@dataclass
+class Pair:
+    target: Node
+    puppet: Switch
+    reactor: PuppetReactor
+
+    @property
+    def puppet_id(self) -> NodeID:
+        return self.puppet.node_info.node_id
+
+    def connected(self) -> bool:
+        return self.target.switch.peers.has(self.puppet_id)
+
+    def banned(self) -> bool:
+        return self.target.pex.book.is_banned(address_of(self.puppet))
+
+
+@contextlib.asynccontextmanager
+async def target_and_puppet(*, strict: bool = False, **pex: object) -> AsyncIterator[Pair]:
+    """A PEX node (``ensure_peers_period`` 30 s, so its own routine stays quiet) and a
+    puppet; nothing connected yet."""
+    settings = fast_pex(ensure_peers_period_s=30.0, min_receive_request_interval_s=10.0, **pex)
+    target = make_node(7, pex=settings, strict=strict, moniker="target")
+    puppet_reactor = PuppetReactor()
+    puppet = make_switch([("puppet", puppet_reactor)], moniker="puppet")
+    async with running(target), puppet, asyncio.timeout(STEP_TIMEOUT_S):
+        yield Pair(target, puppet, puppet_reactor)
+
+
+async def puppet_dials_target(pair: Pair) -> Peer:
+    """Puppet → target: the puppet is an inbound peer of the target, which lists its
+    listen address in the (lax) book, so a ban of its ID takes effect."""
+    peer = await pair.puppet.dial_peer_with_address(pair.target.address)
+    await pair.target.pex.wait_for(
+        lambda: pair.target.pex.book.has_address(address_of(pair.puppet))
+    )
+    return peer
+
+
+async def target_dials_puppet(pair: Pair) -> Peer:
+    """Target → puppet: the target asks the puppet for addresses at once (v0.38); returns
+    the puppet's view of the target once that request arrived. A lax book lists the
+    puppet first, so that a ban of its ID takes effect."""
+    book = pair.target.pex.book
+    puppet = address_of(pair.puppet)
+    if not book.strict:
+        book.add_address(puppet, puppet, pair.target.pex.now())
+    await pair.target.switch.dial_peer_with_address(puppet)
+    peer = await pair.reactor.added.get()
+    request = await pair.reactor.next_message()
+    assert request.WhichOneof("sum") == "pex_request"
+    return peer
+
+
+def _now(node: Node) -> object:
+    return node.pex.now()
+
+
+async def test_request_flood_gets_two_answers_then_a_disconnect_and_a_ban() -> None:
+    async with target_and_puppet() as pair:
+        peer = await puppet_dials_target(pair)
+        for _ in range(3):
+            assert await peer.send(PEX_CHANNEL, encode_pex_request())
+        for _ in range(2):
+            answer = await pair.reactor.next_message()
+            assert answer.WhichOneof("sum") == "pex_addrs"
+        await pair.reactor.removed.get()
+        counters = pair.target.pex.counters
+        assert counters.violations == {Offence.REQUEST_TOO_SOON: 1}
+        assert counters.requests_answered == 2
+        assert not pair.connected()
+        assert pair.banned()
+
+
+async def test_unsolicited_addrs_disconnect_and_ban() -> None:
+    async with target_and_puppet() as pair:
+        peer = await puppet_dials_target(pair)
+        offered = NetAddress.parse(f"{'ab' * 20}@8.8.8.8:26656")
+        assert await peer.send(PEX_CHANNEL, encode_pex_addrs([offered]))
+        await pair.reactor.removed.get()
+        assert pair.target.pex.counters.violations == {Offence.UNSOLICITED_ADDRS: 1}
+        assert pair.banned()
+        assert not pair.target.pex.book.has_address(offered)
+
+
+async def test_undecodable_bytes_disconnect_without_ban() -> None:
+    async with target_and_puppet() as pair:
+        peer = await puppet_dials_target(pair)
+        assert await peer.send(PEX_CHANNEL, b"\x0a\x05\x01")
+        await pair.reactor.removed.get()
+        assert pair.target.pex.counters.violations == {Offence.UNDECODABLE: 1}
+        assert not pair.banned()
+        assert pair.target.pex.book.has_address(address_of(pair.puppet))
+
+
+def _addrs_bytes(*items: types_pb2.NetAddress) -> bytes:
+    return pex_pb2.Message(pex_addrs=pex_pb2.PexAddrs(addrs=list(items))).SerializeToString()
+
+
+def _proto(n: int, ip: str, port: int = 26656) -> types_pb2.NetAddress:
+    return types_pb2.NetAddress(id=f"{n:040x}", ip=ip, port=port)
+
+
+@pytest.mark.parametrize(
+    ("answer", "offence"),
+    [
+        (_addrs_bytes(_proto(1, "8.8.8.8"), _proto(2, "999.1.1.1")), Offence.MALFORMED_ADDRESS),
+        (_addrs_bytes(_proto(1, "8.8.8.8", 70000)), Offence.MALFORMED_ADDRESS),
+        (
+            _addrs_bytes(*(_proto(i, f"8.8.{i // 250}.{i % 250}") for i in range(1, 252))),
+            Offence.TOO_MANY_ADDRS,
+        ),
+    ],
+    ids=["bad-ip", "bad-port", "too-many"],
+)
+async def test_hostile_answers_disconnect_and_ban(answer: bytes, offence: Offence) -> None:
+    async with target_and_puppet() as pair:
+        peer = await target_dials_puppet(pair)
+        assert await peer.send(PEX_CHANNEL, answer)
+        await pair.reactor.removed.get()
+        assert pair.target.pex.counters.violations == {offence: 1}
+        assert pair.banned()
+        assert pair.target.pex.book.size() == 0  # nothing of the answer, and not the puppet
+
+
+async def test_unroutable_own_and_private_addresses_are_refused_and_the_peer_kept() -> None:
+    private_id = "cd" * 20
+    async with target_and_puppet(strict=True) as pair:
+        pex = pair.target.pex
+        pex.book.add_private_ids([private_id])
+        peer = await target_dials_puppet(pair)
+        routable = NetAddress.parse(f"{'ef' * 20}@8.8.4.4:26656")
+        answer = encode_pex_addrs(
+            [
+                NetAddress.parse(f"{'01' * 20}@10.0.0.1:26656"),  # RFC 1918
+                NetAddress.parse(f"{'02' * 20}@127.0.0.5:26656"),  # loopback
+                pair.target.address,  # the target itself
+                NetAddress.parse(f"{private_id}@8.8.8.8:26656"),  # private ID
+                routable,
+            ]
+        )
+        assert await peer.send(PEX_CHANNEL, answer)
+        await pex.wait_for(lambda: pex.counters.addrs_received == 1)
+        assert pex.counters.addresses_refused == 4
+        assert pex.counters.addresses_added == 1
+        assert [ka.addr for ka in pex.book] == [routable]
+        assert not pex.counters.violations
+        assert pair.connected()
+
+
+async def test_solicited_answer_is_taken_in() -> None:
+    async with target_and_puppet() as pair:
+        peer = await target_dials_puppet(pair)
+        offered = [NetAddress.parse(f"{i:040x}@127.0.0.{i}:2665{i}") for i in range(1, 6)]
+        assert await peer.send(PEX_CHANNEL, encode_pex_addrs(offered))
+        pex = pair.target.pex
+        await pex.wait_for(lambda: pex.counters.addrs_received == 1)
+        assert {a.id for a in offered} <= {ka.id for ka in pex.book}
+        entry = pex.book.get(offered[0].id)
+        assert entry is not None
+        assert entry.src.id == pair.puppet_id
+        assert pair.connected()
+
+
+# -- seed mode ------------------------------------------------------------------------------------
+
+
+async def test_seed_answers_an_inbound_requester_once_then_disconnects_it() -> None:
+    book = AddrBook(strict=False, rng=random.Random(3))
+    known = [NetAddress.parse(f"{i:040x}@127.0.1.{i}:26656") for i in range(1, 11)]
+    src = NetAddress.parse(f"{99:040x}@127.0.2.1:26656")
+    seed = make_node(3, pex=fast_pex(seed_mode=True, crawl_period_s=30.0), book=book)
+    for a in known:
+        book.add_address(a, src, seed.pex.now())
+    puppet_reactor = PuppetReactor()
+    puppet = make_switch([("puppet", puppet_reactor)], moniker="client")
+    async with running(seed), puppet, asyncio.timeout(STEP_TIMEOUT_S):
+        peer = await puppet.dial_peer_with_address(seed.address)
+        assert await peer.send(PEX_CHANNEL, encode_pex_request())
+        answer = await puppet_reactor.next_message()
+        got = {NetAddress.from_proto(a) for a in answer.pex_addrs.addrs}
+        assert got <= set(known) | {address_of(puppet)}
+        assert set(known) <= got  # 10 of 11 known: all go out
+        await puppet_reactor.removed.get()
+        assert not seed.switch.peers.has(puppet.node_info.node_id)
+        assert seed.pex.counters.requests_answered == 1
+        assert not seed.pex.counters.violations
+
+
+async def test_seed_crawls_the_addresses_it_knows() -> None:
+    # a -> b -> c form a chain; the seed knows only a, and crawls its way to c.
+    a, b, c = (make_node(20 + i, moniker=f"c{i}", max_num_outbound_peers=1) for i in range(3))
+    seed = make_node(30, pex=fast_pex(seed_mode=True), moniker="crawler")
+    async with running(a, b, c, seed), asyncio.timeout(STEP_TIMEOUT_S):
+        now = seed.pex.now()
+        a.pex.book.add_address(b.address, b.address, now)
+        b.pex.book.add_address(c.address, c.address, now)
+        seed.pex.book.add_address(a.address, a.address, now)
+        wanted = {a.id, b.id, c.id}
+        await seed.pex.wait_for(lambda: wanted <= {ka.id for ka in seed.pex.book})
+        await seed.pex.wait_for(lambda: seed.pex.counters.requests_sent >= 3)
+        assert seed.pex.core.crawl_record(a.id) is not None
+
+
+# -- persistence and dial back-off ----------------------------------------------------------------
+
+
+async def test_addrbook_is_saved_periodically_and_on_stop(tmp_path: Path) -> None:
+    path = tmp_path / "config" / "addrbook.json"
+    node = make_node(40, book_file=path)
+    other = make_node(41)
+    async with running(node, other), asyncio.timeout(STEP_TIMEOUT_S):
+        saver = node.pex.saver
+        assert saver is not None
+        await saver.wait_for_saves(2)  # every 0.2 s
+        node.pex.book.add_address(other.address, other.address, node.pex.now())
+    loaded = load_addrbook(path, strict=False, rng=random.Random(0))
+    assert loaded.key == node.pex.book.key
+    assert {ka.id for ka in loaded} == {ka.id for ka in node.pex.book}
+    assert other.id in {ka.id for ka in loaded}
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not list(path.parent.glob("*.tmp"))
+
+
+async def test_unreachable_address_is_retried_with_backoff() -> None:
+    node = make_node(50, pex=fast_pex(ensure_peers_period_s=0.05, dial_backoff_unit_s=0.2))
+    dead = NetAddress.parse(f"{'77' * 20}@127.0.0.1:1")  # nothing listens on port 1
+    async with running(node), asyncio.timeout(STEP_TIMEOUT_S):
+        node.pex.book.add_address(dead, dead, node.pex.now())
+        await node.pex.wait_for(lambda: node.pex.core.backoff.attempts(dead) >= 3)
+        entry = node.pex.book.get(dead.id)
+        assert entry is not None
+        assert entry.attempts >= 3
+        # 0.2 * (2 + 4) s of back-off passed between three failures, at 20 rounds/s: far
+        # fewer dials than rounds.
+        assert node.pex.counters.dials_failed == node.pex.core.backoff.attempts(dead)
