@@ -7,9 +7,12 @@ their own reactors build a :class:`Node` and add them before :meth:`Node.run`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
+
+from prometheus_client import Gauge
 
 from cometp2p.config import Config
 from cometp2p.crypto.keys import NodeKey
@@ -22,6 +25,8 @@ from cometp2p.wire.nodeinfo import make_node_info
 __all__ = ["Node", "default_reactors", "serve_metrics"]
 
 logger = logging.getLogger(__name__)
+
+_GAUGE_REFRESH_S = 0.2
 
 
 def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> None:
@@ -39,10 +44,28 @@ def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> None:
     start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
 
 
-def default_reactors(config: Config) -> list[tuple[str, Reactor]]:
-    """The reactors ``cometp2p start`` runs: PEX (with the address book) when ``[p2p] pex``."""
-    reactors: list[tuple[str, Reactor]] = []
-    return reactors
+def default_reactors(
+    config: Config, *, ensure_peers_period_s: float | None = None
+) -> list[tuple[str, Reactor]]:
+    """The reactors ``cometp2p start`` runs: PEX (with the address book) when ``[p2p] pex``.
+
+    Args:
+        config: the node configuration.
+        ensure_peers_period_s: overrides PEX's 30 s ensure-peers period (``localnet``).
+
+    Raises:
+        AddrBookFileError: the address book file exists but is unusable.
+    """
+    if not config.p2p.pex:
+        return []
+    from cometp2p.pex.config import PexConfig
+    from cometp2p.pex.reactor import PEXReactor
+
+    changes: dict[str, object] = {}
+    if ensure_peers_period_s is not None:
+        changes["ensure_peers_period_s"] = ensure_peers_period_s
+    pex = PexConfig.from_p2p(config.p2p, **changes)
+    return [("PEX", PEXReactor.from_config(config, pex=pex))]
 
 
 class Node:
@@ -84,6 +107,14 @@ class Node:
         """Start everything, run until ``stop`` is set, then stop cleanly."""
         if self.config.instrumentation.prometheus:
             serve_metrics(self.metrics, self.config.instrumentation.prometheus_listen_addr)
+        book_size = Gauge(
+            "addrbook_size",
+            "Addresses in the address book (cometp2p extension).",
+            ["chain_id"],
+            namespace=self.config.instrumentation.namespace,
+            subsystem="p2p",
+            registry=self.metrics.registry,
+        ).labels(self.chain_id)
         async with self.switch:
             logger.info(
                 "node %s started on %s (network %s)",
@@ -91,5 +122,10 @@ class Node:
                 self.switch.node_info.listen_addr,
                 self.chain_id,
             )
-            await stop.wait()
+            while not stop.is_set():
+                book = getattr(self.switch.reactor("PEX"), "book", None)
+                book_size.set(len(book) if book is not None else 0)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_GAUGE_REFRESH_S):
+                        await stop.wait()
         logger.info("node %s stopped", self.node_key.node_id)

@@ -129,6 +129,14 @@ async def _run(node: Node) -> None:
 @click.option("--moniker", default=None, help="Human-readable node name.")
 @click.option("--chain-id", "chain_id", default=None, help="Network, if the home has no genesis.")
 @click.option("--log-level", "log_level", default="info", show_default=True)
+@click.option(
+    "--pex.ensure_peers_period",
+    "ensure_peers_period_s",
+    type=float,
+    default=None,
+    hidden=True,
+    help="Seconds between PEX ensure-peers rounds (CometBFT: 30); localnet uses 1.",
+)
 def start_command(
     home: str | None,
     laddr: str | None,
@@ -139,6 +147,7 @@ def start_command(
     moniker: str | None,
     chain_id: str | None,
     log_level: str,
+    ensure_peers_period_s: float | None,
 ) -> None:
     """Run a p2p node until SIGINT or SIGTERM."""
     configure_logging(log_level)
@@ -154,7 +163,12 @@ def start_command(
         )
         network = resolve_chain_id(config, chain_id)
         node_key = load_or_generate_node_key(config.node_key_path)
-        node = Node(config, node_key, network, default_reactors(config))
+        node = Node(
+            config,
+            node_key,
+            network,
+            default_reactors(config, ensure_peers_period_s=ensure_peers_period_s),
+        )
         asyncio.run(_run(node))
 
 
