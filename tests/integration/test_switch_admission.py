@@ -441,6 +441,12 @@ async def test_inbound_incompatible_peer_is_not_dialed_during_its_cooldown() -> 
             await b.dial_peer_with_address(switch_address(a))
         assert info.value.reason is RejectReason.INCOMPATIBLE
         assert "not dialing" in str(info.value)
+        # Ending the cooldown lets a dial reach the network (and the same refusal).
+        b.end_cooldown(a.node_id)
+        with pytest.raises(RejectedError) as info:
+            await b.dial_peer_with_address(switch_address(a))
+        assert info.value.reason is RejectReason.INCOMPATIBLE
+        assert "expected network 'chain-b', peer is on 'chain-a'" in str(info.value)
 
 
 async def test_echo_channel_still_works_after_refusals() -> None:

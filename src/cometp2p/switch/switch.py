@@ -460,6 +460,10 @@ class Switch:
             return 0.0
         return left
 
+    def end_cooldown(self, node_id: str) -> None:
+        """Allow dials to ``node_id`` again at once (e.g. after its operator fixed it)."""
+        self._cooldown_until.pop(NodeID(node_id.lower()), None)
+
     def _cool_down(self, node_id: str | None, error: CometP2PError) -> None:
         if node_id is None or not isinstance(error, RejectedError):
             return
