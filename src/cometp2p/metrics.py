@@ -14,11 +14,19 @@ written would be a better measure; the sans-IO MConnection does not report it ye
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol
 
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["P2PMetrics", "message_type_label"]
+
+
+class _Inc(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+_ChildCache = dict[tuple[str, int], _Inc]
 
 _QUEUE_LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 
@@ -126,6 +134,10 @@ class P2PMetrics:
             **common,  # type: ignore[arg-type]
         )
         self._chain_id = chain_id
+        self._sent: _ChildCache = {}
+        self._received: _ChildCache = {}
+        self._sent_types: dict[str, _Inc] = {}
+        self._received_types: dict[str, _Inc] = {}
 
     def peer_added(self) -> None:
         """One more peer."""
@@ -135,23 +147,37 @@ class P2PMetrics:
         """One peer fewer."""
         self.peers.dec()
 
+    # Resolving a labelled child costs microseconds; every message needs two, so the
+    # children are cached (per direction, peer and channel; per message type).
+    def _peer_child(self, counter: Counter, cache: _ChildCache, peer_id: str, ch: int) -> _Inc:
+        child = cache.get((peer_id, ch))
+        if child is None:
+            child = cache[(peer_id, ch)] = counter.labels(self._chain_id, peer_id, f"{ch:#x}")
+        return child
+
+    def _type_child(
+        self, counter: Counter, cache: dict[str, _Inc], message: bytes | Message
+    ) -> _Inc:
+        label = "bytes" if isinstance(message, bytes) else message_type_label(message)
+        child = cache.get(label)
+        if child is None:
+            child = cache[label] = counter.labels(self._chain_id, label)
+        return child
+
     def record_send(
         self, peer_id: str, channel_id: int, message: bytes | Message, nbytes: int
     ) -> None:
         """Count ``nbytes`` sent to ``peer_id`` on ``channel_id``."""
-        ch = f"{channel_id:#x}"
-        self.peer_send_bytes_total.labels(self._chain_id, peer_id, ch).inc(nbytes)
-        self.message_send_bytes_total.labels(self._chain_id, message_type_label(message)).inc(
-            nbytes
-        )
+        self._peer_child(self.peer_send_bytes_total, self._sent, peer_id, channel_id).inc(nbytes)
+        self._type_child(self.message_send_bytes_total, self._sent_types, message).inc(nbytes)
 
     def record_receive(
         self, peer_id: str, channel_id: int, message: bytes | Message, nbytes: int
     ) -> None:
         """Count ``nbytes`` received from ``peer_id`` on ``channel_id``."""
-        ch = f"{channel_id:#x}"
-        self.peer_receive_bytes_total.labels(self._chain_id, peer_id, ch).inc(nbytes)
-        self.message_receive_bytes_total.labels(self._chain_id, message_type_label(message)).inc(
+        counter = self.peer_receive_bytes_total
+        self._peer_child(counter, self._received, peer_id, channel_id).inc(nbytes)
+        self._type_child(self.message_receive_bytes_total, self._received_types, message).inc(
             nbytes
         )
 
@@ -164,6 +190,9 @@ class P2PMetrics:
         self.peer_pending_send_bytes.labels(self._chain_id, peer_id).set(queued_messages)
 
     def forget_peer(self, peer_id: str) -> None:
-        """Drop the per-peer gauge of a removed peer."""
+        """Drop the per-peer gauge of a removed peer (its byte counters stay, as in Go)."""
         with contextlib.suppress(KeyError):
             self.peer_pending_send_bytes.remove(self._chain_id, peer_id)
+        for cache in (self._sent, self._received):
+            for key in [k for k in cache if k[0] == peer_id]:
+                del cache[key]

@@ -57,6 +57,18 @@ async def test_five_switches_full_mesh_exchange_messages_both_ways() -> None:
             assert reactor.received.empty()
 
 
+async def test_dial_peers_async_dials_strings_and_addresses_in_the_background() -> None:
+    hub_reactor = EchoReactor()
+    hub = make_switch([("echo", hub_reactor)], moniker="hub")
+    b, c = make_switch([("echo", EchoReactor())]), make_switch([("echo", EchoReactor())])
+    async with running([hub, b, c]), asyncio.timeout(10):
+        hub.dial_peers_async([str(switch_address(b)), switch_address(c), switch_address(hub)])
+        added = {p.id for p in await peers_added(hub_reactor, 2)}
+        assert added == {b.node_id, c.node_id}
+        assert hub.num_peers() == (2, 0, 0)
+        assert all(not p.is_persistent for p in hub.peers)
+
+
 async def test_persistent_peer_comes_back_after_restart_on_same_key_and_port() -> None:
     port = free_loopback_port()
     key_b = NodeKey.generate()

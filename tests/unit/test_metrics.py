@@ -73,6 +73,15 @@ def test_pending_gauge_is_set_and_forgotten() -> None:
     metrics.forget_peer(PEER)  # idempotent
 
 
+def test_byte_counters_survive_a_forgotten_peer() -> None:
+    metrics = P2PMetrics(CHAIN)
+    metrics.record_send(PEER, 0x42, b"abc", 3)
+    metrics.forget_peer(PEER)
+    metrics.record_send(PEER, 0x42, b"abcd", 4)  # the same node reconnected
+    assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") == 7
+    assert sample(metrics, "cometbft_p2p_message_send_bytes_total", message_type="bytes") == 7
+
+
 def test_queue_latency_histogram_per_channel() -> None:
     metrics = P2PMetrics(CHAIN)
     metrics.record_queue_wait(0x42, 0.002)
