@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
 
 from cometp2p.crypto.keys import NodeKey
-from cometp2p.errors import RejectReason
+from cometp2p.errors import RejectReason, RemoteProtocolError
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope
 from cometp2p.testing.echo import ECHO_CHANNEL, EchoReactor
@@ -19,6 +20,7 @@ from cometp2p.testing.network import (
     make_switch,
     switch_address,
 )
+from cometp2p.wire.netaddress import NetAddress
 from integration.switch_support import (
     RecordingReactor,
     next_rejection,
@@ -246,3 +248,78 @@ async def test_stopping_a_peer_that_does_not_read_is_bounded() -> None:
             assert b.transport.connections() == []
         finally:
             await upgraded.secret.close()
+
+
+async def test_peer_sending_on_an_unknown_channel_is_stopped_for_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ra, rb = EchoReactor(), EchoReactor()
+    a = make_switch([("echo", ra), ("other", EchoReactor(channel_id=0x43))], moniker="a")
+    b = make_switch([("echo", rb)], moniker="b")
+    caplog.set_level(logging.INFO, logger="cometp2p")
+    async with running([a, b]), asyncio.timeout(10):
+        peer = await a.dial_peer_with_address(switch_address(b))
+        await rb.peers_added.get()
+        assert not await peer.send(0x43, b"x")  # b never advertised 0x43
+        # Bypass that check: b's MConnection refuses the packet and b drops a.
+        assert await peer.connection.send(0x43, b"x")
+        removed, reason = await rb.peers_removed.get()
+        assert removed.id == a.node_id
+        assert reason is not None
+        assert "0x43" in str(reason)
+        assert "stopping peer for error" in caplog.text
+        assert b.is_running
+
+
+async def test_undecodable_message_stops_the_peer() -> None:
+    class Strict(EchoReactor):
+        def decode(self, channel_id: int, data: bytes) -> bytes:
+            if data == b"garbage":
+                raise RemoteProtocolError(f"expected a greeting, got {data!r}")
+            return data
+
+    ra, rb = EchoReactor(), Strict()
+    a = make_switch([("echo", ra)], moniker="a")
+    b = make_switch([("echo", rb)], moniker="b")
+    async with running([a, b]), asyncio.timeout(10):
+        peer = await a.dial_peer_with_address(switch_address(b))
+        await rb.peers_added.get()
+        assert await peer.send(ECHO_CHANNEL, b"garbage")
+        removed, reason = await rb.peers_removed.get()
+        assert removed.id == a.node_id
+        assert isinstance(reason, RemoteProtocolError)
+        assert rb.received.empty()  # never delivered
+
+
+async def test_stop_is_prompt_with_handshakes_and_dials_in_flight() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(ConnectionError):
+                await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hub = make_switch([("echo", EchoReactor())], moniker="hub")  # handshake timeout 5 s
+    async with server, asyncio.timeout(10):
+        await hub.start()
+        assert hub.listen_address is not None
+        # An inbound socket that never speaks, and a dial to a listener that never speaks.
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.listen_address[1])
+        assert await reader.read(1)  # the hub's handshake started
+        target = NetAddress.parse(f"{NodeKey.generate().node_id}@127.0.0.1:{port}")
+        hub.dial_peers_async([target])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await hub.stop()
+        assert loop.time() - started < 2.0
+        assert hub.transport.num_incoming_handshakes == 0
+        assert hub.transport.connections() == []
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # returns only at EOF: the hub closed its end
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
