@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from typing import cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
@@ -17,7 +20,7 @@ from cometp2p.errors import (
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Reactor
-from cometp2p.switch.switch import ReconnectPolicy, Switch
+from cometp2p.switch.switch import ReconnectPolicy, ReconnectSchedule, Switch
 from cometp2p.testing.echo import EchoReactor
 from cometp2p.testing.network import loopback_p2p_config, make_switch, switch_address
 from cometp2p.wire.netaddress import NetAddress
@@ -286,3 +289,81 @@ def test_switch_without_reactors_has_no_channels() -> None:
     switch = make_switch([])
     assert switch.channels == []
     assert isinstance(switch, Switch)
+
+
+# -- ReconnectSchedule (pure) --------------------------------------------------------------
+
+
+def drain(schedule: ReconnectSchedule, cooldowns: list[float] | None = None) -> list[float]:
+    waits: list[float] = []
+    for i in range(1000):
+        wait = schedule.next_wait(cooldowns[i] if cooldowns and i < len(cooldowns) else 0.0)
+        if wait is None:
+            return waits
+        waits.append(wait)
+    raise AssertionError("the schedule never gives up")
+
+
+def test_schedule_without_jitter_is_the_policy() -> None:
+    policy = ReconnectPolicy(jitter_s=0.0)
+    assert drain(ReconnectSchedule(policy, random.Random(1))) == policy.delays()
+    # Started by a failed dial: that was attempt one, the next waits the interval.
+    after_dial = drain(ReconnectSchedule(policy, random.Random(1), first_attempt_done=True))
+    assert after_dial[:2] == [5.0, 5.0]
+    assert len(after_dial) == 29
+    cooled = drain(ReconnectSchedule(policy, random.Random(1), cooled_down=True))
+    assert cooled == policy.delays(cooled_down=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fast=st.integers(0, 6),
+    backoff=st.integers(0, 6),
+    jitter=st.floats(0.0, 2.0),
+    first_done=st.booleans(),
+    cool_at=st.integers(0, 12),
+    cooldowns=st.lists(st.floats(0.0, 100.0), max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_schedule_properties(
+    fast: int,
+    backoff: int,
+    jitter: float,
+    first_done: bool,
+    cool_at: int,
+    cooldowns: list[float],
+    seed: int,
+) -> None:
+    policy = ReconnectPolicy(
+        fast_attempts=fast, fast_interval_s=1.0, backoff_attempts=backoff, jitter_s=jitter
+    )
+    schedule = ReconnectSchedule(policy, random.Random(seed), first_attempt_done=first_done)
+    waits: list[float] = []
+    cooled_from: int | None = None
+    for i in range(100):
+        if i == cool_at:
+            schedule.cool_down()  # an incompatible refusal at attempt i
+            cooled_from = i
+        cooldown = cooldowns[i] if i < len(cooldowns) else 0.0
+        wait = schedule.next_wait(cooldown)
+        if wait is None:
+            break
+        waits.append(wait)
+        assert wait >= cooldown  # never before the cooldown ends
+    else:
+        pytest.fail("the schedule never gives up")
+    # Bounded: never more attempts than both phases allow, and all of phase 2 is used.
+    assert schedule.attempts == len(waits) <= fast + backoff
+    assert len(waits) >= backoff
+    # Only the very first fast attempt is immediate; jitter stays below jitter_s.
+    for i, wait in enumerate(waits):
+        cooldown = cooldowns[i] if i < len(cooldowns) else 0.0
+        if wait == 0.0:
+            assert i == 0
+            assert not first_done
+        assert wait <= max(cooldown, 3.0**backoff + jitter, 1.0 + jitter)
+    # Once cooled down, only back-off waits follow (each >= 3 s; a fast one is < 3 s).
+    if cooled_from is not None:
+        tail = waits[cooled_from:]
+        assert len(tail) <= backoff
+        assert all(wait >= 3.0 for wait in tail)

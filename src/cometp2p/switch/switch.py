@@ -65,7 +65,13 @@ from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress, validate_node_id
 from cometp2p.wire.nodeinfo import NodeInfo
 
-__all__ = ["AlreadyConnectedError", "PeerFilter", "ReconnectPolicy", "Switch"]
+__all__ = [
+    "AlreadyConnectedError",
+    "PeerFilter",
+    "ReconnectPolicy",
+    "ReconnectSchedule",
+    "Switch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,59 @@ class ReconnectPolicy:
         fast = [] if cooled_down else [0.0] + [self.fast_interval_s] * (self.fast_attempts - 1)
         backoff = [self.backoff_base_s**i for i in range(1, self.backoff_attempts + 1)]
         return fast + backoff
+
+
+class ReconnectSchedule:
+    """The waits of one reconnect loop: pure, with the randomness injected.
+
+    Args:
+        policy: the schedule's parameters.
+        rng: source of the jitter.
+        first_attempt_done: the failed dial that started the loop counts as the first
+            fast attempt (so the next one waits ``fast_interval_s``).
+        cooled_down: start in the back-off phase (after an incompatible refusal).
+    """
+
+    def __init__(
+        self,
+        policy: ReconnectPolicy,
+        rng: random.Random,
+        *,
+        first_attempt_done: bool = False,
+        cooled_down: bool = False,
+    ) -> None:
+        self.policy = policy
+        self._rng = rng
+        self._fast_done = 1 if first_attempt_done else 0
+        self._fast_total = 0 if cooled_down else policy.fast_attempts
+        self._backoff_done = 0
+        self.attempts = 0
+
+    def _jitter(self) -> float:
+        jitter = self.policy.jitter_s
+        return self._rng.uniform(0, jitter) if jitter > 0 else 0.0
+
+    def cool_down(self) -> None:
+        """Skip what is left of the fast phase (the peer refused us as incompatible)."""
+        self._fast_total = 0
+
+    def next_wait(self, cooldown_remaining_s: float = 0.0) -> float | None:
+        """Seconds to wait before the next attempt, or ``None``: give up.
+
+        The very first fast attempt is immediate; every other wait has jitter, and no
+        wait ends before ``cooldown_remaining_s``.
+        """
+        policy = self.policy
+        if self._fast_done < self._fast_total:
+            wait = 0.0 if self._fast_done == 0 else policy.fast_interval_s + self._jitter()
+            self._fast_done += 1
+        elif self._backoff_done < policy.backoff_attempts:
+            self._backoff_done += 1
+            wait = policy.backoff_base_s**self._backoff_done + self._jitter()
+        else:
+            return None
+        self.attempts += 1
+        return max(wait, cooldown_remaining_s)
 
 
 class Switch:
@@ -569,34 +628,24 @@ class Switch:
         self._reconnecting.add(address.id)
         self._spawn(self._reconnect(address, first_attempt_done), f"reconnect-{address.id[:12]}")
 
-    def _jitter(self) -> float:
-        jitter = self.reconnect_policy.jitter_s
-        return self.rng.uniform(0, jitter) if jitter > 0 else 0.0
-
     async def _reconnect(self, address: NetAddress, first_attempt_done: bool) -> None:
         """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed)."""
-        policy = self.reconnect_policy
-        fast_done = 1 if first_attempt_done else 0
-        fast_total = 0 if self.cooldown_remaining(address.id) > 0 else policy.fast_attempts
-        backoff_done = 0
-        attempt = 0
+        schedule = ReconnectSchedule(
+            self.reconnect_policy,
+            self.rng,
+            first_attempt_done=first_attempt_done,
+            cooled_down=self.cooldown_remaining(address.id) > 0,
+        )
         try:
             while self._running:
-                if fast_done < fast_total:
-                    wait = 0.0 if fast_done == 0 else policy.fast_interval_s + self._jitter()
-                    fast_done += 1
-                elif backoff_done < policy.backoff_attempts:
-                    backoff_done += 1
-                    wait = policy.backoff_base_s**backoff_done + self._jitter()
-                else:
+                wait = schedule.next_wait(self.cooldown_remaining(address.id))
+                if wait is None:
                     logger.warning("[%s] giving up reconnecting to %s", address.id, address)
                     return
-                wait = max(wait, self.cooldown_remaining(address.id))
                 if wait > 0:
                     await asyncio.sleep(wait)
                 if not self._running:
                     return
-                attempt += 1
                 try:
                     await self.dial_peer_with_address(address)
                     return
@@ -606,10 +655,14 @@ class Switch:
                     if exc.reason is RejectReason.SELF:
                         return
                     if exc.reason is RejectReason.INCOMPATIBLE:
-                        fast_total = 0  # cooled down: continue in the back-off phase
-                    logger.info("[%s] reconnect attempt %d failed: %s", address.id, attempt, exc)
+                        schedule.cool_down()
+                    logger.info(
+                        "[%s] reconnect attempt %d failed: %s", address.id, schedule.attempts, exc
+                    )
                 except CometP2PError as exc:
-                    logger.info("[%s] reconnect attempt %d failed: %s", address.id, attempt, exc)
+                    logger.info(
+                        "[%s] reconnect attempt %d failed: %s", address.id, schedule.attempts, exc
+                    )
         finally:
             self._reconnecting.discard(address.id)
 
