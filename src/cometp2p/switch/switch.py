@@ -692,8 +692,10 @@ class Switch:
         )
 
     def _self_reported_address(self, info: NodeInfo) -> NetAddress | None:
+        # No DNS here: a peer must not be able to stall the event loop with a slow name.
+        # A host name never matches a persistent peer (those were resolved to IPs).
         try:
-            return info.net_address()
+            return info.net_address(resolve=False)
         except NetAddressError:
             return None
 
