@@ -264,6 +264,7 @@ class PEXReactor(Reactor):
             raise ConfigError("address book is empty and couldn't resolve any seed nodes")
         self.core.seed_addrs = seeds
         self.book.add_private_ids(switch.config.private_peer_ids)
+        self.book.add_private_ids(switch.private_peer_ids)
         self._register_configured_addresses(switch)
         self._started = True
         if self.saver is not None:
@@ -459,9 +460,8 @@ class PEXReactor(Reactor):
         if src is None:
             return
         now = self._clock()
-        for text in switch.config.persistent_peers:
-            addr = _parse_no_dns(text)
-            if addr is None or addr.id == src.id:
+        for addr in switch.persistent_peers:
+            if addr.id == src.id:
                 continue
             try:
                 self.book.add_address(addr, src, now)
@@ -543,8 +543,8 @@ class PEXReactor(Reactor):
         self.counters.dials += 1
         try:
             peer = await switch.dial_peer_with_address(addr)
-        except AlreadyConnectedError:
-            return None
+        except (AlreadyConnectedError, LocalProtocolError):
+            return None  # connected already, or the Switch is stopping: not a failure
         except RejectedError as exc:
             if exc.reason is RejectReason.SELF:
                 logger.info("[%s] %s is ourselves; never dialing it again", addr.id, addr)
@@ -586,6 +586,8 @@ class PEXReactor(Reactor):
                     return True
                 except AlreadyConnectedError:
                     return True
+                except LocalProtocolError:
+                    return False  # the Switch is stopping
                 except RejectedError as exc:
                     if exc.reason is RejectReason.DUPLICATE:
                         return True
@@ -641,7 +643,7 @@ class PEXReactor(Reactor):
         else:
             self._register_listen_address(switch)
         out, _inbound, dialing = switch.num_peers()
-        num_to_dial = switch.config.max_num_outbound_peers - (out + dialing)
+        num_to_dial = switch.max_num_outbound_peers - (out + dialing)
         if num_to_dial <= 0:
             return
         to_dial = self.core.plan_dials(num_to_dial, out, switch.is_dialing_or_existing_address)
