@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from cometp2p.errors import ConfigError
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import load_addrbook
 from cometp2p.pex.config import PEX_CHANNEL, PexConfig, RequestStrategy
@@ -426,3 +427,33 @@ async def test_unreachable_address_is_retried_with_backoff() -> None:
         # 0.2 * (2 + 4) s of back-off passed between three failures, at 20 rounds/s: far
         # fewer dials than rounds.
         assert node.pex.counters.dials_failed == node.pex.core.backoff.attempts(dead)
+
+
+async def test_an_address_with_our_own_id_is_dropped_and_remembered_as_ours() -> None:
+    node = make_node(60, pex=fast_pex(ensure_peers_period_s=0.05))
+    async with running(node), asyncio.timeout(STEP_TIMEOUT_S):
+        alias = NetAddress.parse(f"{node.id}@127.0.0.1:1")  # our ID, another port
+        other = NetAddress.parse(f"{'55' * 20}@127.0.0.1:2")
+        node.pex.book.add_address(alias, other, node.pex.now())
+        await node.pex.wait_for(lambda: not node.pex.book.has_address(alias))
+        assert node.pex.book.our_address(alias)
+        assert node.pex.core.backoff.attempts(alias) == 0  # not a failed dial
+
+
+async def test_mark_peer_as_good_promotes_the_peer_in_the_book() -> None:
+    a, b = make_node(70), make_node(71)
+    async with running(a, b), asyncio.timeout(STEP_TIMEOUT_S):
+        a.pex.book.add_address(b.address, b.address, a.pex.now())
+        await a.pex.wait_for(lambda: a.switch.peers.has(b.id))  # a dials b from its book
+        peer = a.switch.peers.get(b.id)
+        assert peer is not None
+        assert not a.pex.book.is_good(b.address)
+        a.switch.mark_peer_as_good(peer)
+        assert a.pex.book.is_good(b.address)
+
+
+async def test_malformed_seed_refuses_to_start() -> None:
+    node = make_node(80, pex=fast_pex(seeds=("not-an-address",)))
+    with pytest.raises(ConfigError, match="seed"):
+        await node.switch.start()
+    assert not node.switch.is_running

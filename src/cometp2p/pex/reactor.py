@@ -655,7 +655,11 @@ class PEXReactor(Reactor):
             return
         if self.scheduler is None and period_elapsed:
             now = self._clock()
-            candidates = [p for p in switch.peers.list() if self.core.can_request(p.id, now)]
+            candidates = [
+                p
+                for p in switch.peers.list()
+                if p.has_channel(PEX_CHANNEL) and self.core.can_request(p.id, now)
+            ]
             if candidates:
                 await self.request_addrs(self.rng.choice(candidates))
         if not to_dial and self.core.seed_addrs and not self._dialing_seeds:
@@ -672,7 +676,12 @@ class PEXReactor(Reactor):
             now = self._clock()
 
             def eligible(peer_id: NodeID, now: datetime = now) -> bool:
-                return switch.peers.has(peer_id) and self.core.can_request(peer_id, now)
+                peer = switch.peers.get(peer_id)
+                return (
+                    peer is not None
+                    and peer.has_channel(PEX_CHANNEL)
+                    and self.core.can_request(peer_id, now)
+                )
 
             chosen = scheduler.next_request(now, eligible, need_more=self.book.need_more_addrs())
             if chosen is not None:
