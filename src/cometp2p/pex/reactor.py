@@ -263,8 +263,7 @@ class PEXReactor(Reactor):
         if self.config.seeds and not seeds and self.book.empty():
             raise ConfigError("address book is empty and couldn't resolve any seed nodes")
         self.core.seed_addrs = seeds
-        self.book.add_private_ids(switch.config.private_peer_ids)
-        self.book.add_private_ids(switch.private_peer_ids)
+        self.book.add_private_ids(switch.private_peer_ids)  # includes private_peer_ids
         self._register_configured_addresses(switch)
         self._started = True
         if self.saver is not None:
@@ -297,12 +296,13 @@ class PEXReactor(Reactor):
         ref = await self._resolve_ref(peer)
         if peer.is_outbound:
             if self.scheduler is None and self.book.need_more_addrs():
-                await self.request_addrs(peer)
+                self.request_addrs(peer)
         else:
             outcome = self.core.learn_inbound_peer(ref, self._clock())
             if isinstance(outcome, AddrBookError):
                 logger.debug("[%s] inbound peer address not added: %s", peer.id, outcome)
-        if self.scheduler is not None:
+        # The peer may have gone while we awaited; only a connected one joins the queue.
+        if self.scheduler is not None and self._switch().peers.get(peer.id) is peer:
             self.scheduler.add_peer(peer.id)
             self._request_wake.set()
         self._notify()
@@ -345,8 +345,11 @@ class PEXReactor(Reactor):
         """The reactor's current time (aware UTC), as given to the book and the rules."""
         return self._clock()
 
-    async def request_addrs(self, peer: Peer) -> bool:
+    def request_addrs(self, peer: Peer) -> bool:
         """Ask ``peer`` for addresses unless a request is outstanding or too recent.
+
+        Never waits: a request that finds the channel's queue full is not sent (and not
+        recorded), and the peer stays eligible.
 
         Returns:
             True if a PexRequest was queued.
@@ -355,7 +358,7 @@ class PEXReactor(Reactor):
         if not self.core.can_request(peer.id, now):
             return False
         self.core.request_sent(peer.id, now)  # before sending: a fast answer is solicited
-        if not await peer.send(PEX_CHANNEL, encode_pex_request()):
+        if not peer.try_send(PEX_CHANNEL, encode_pex_request()):
             self.core.request_not_sent(peer.id)
             return False
         self.counters.requests_sent += 1
@@ -661,7 +664,7 @@ class PEXReactor(Reactor):
                 if p.has_channel(PEX_CHANNEL) and self.core.can_request(p.id, now)
             ]
             if candidates:
-                await self.request_addrs(self.rng.choice(candidates))
+                self.request_addrs(self.rng.choice(candidates))
         if not to_dial and self.core.seed_addrs and not self._dialing_seeds:
             self._spawn(self._dial_seeds_task(), "pex-dial-seeds")
 
@@ -686,7 +689,7 @@ class PEXReactor(Reactor):
             chosen = scheduler.next_request(now, eligible, need_more=self.book.need_more_addrs())
             if chosen is not None:
                 peer = switch.peers.get(chosen)
-                if peer is None or not await self.request_addrs(peer):
+                if peer is None or not self.request_addrs(peer):
                     scheduler.request_not_sent(chosen)
             deadline = scheduler.get_timer()
             wait_s = (
@@ -726,7 +729,7 @@ class PEXReactor(Reactor):
             async with limit:
                 peer = await self._dial_peer(addr)
                 if peer is not None:
-                    await self.request_addrs(peer)
+                    self.request_addrs(peer)
 
         await asyncio.gather(*(crawl_one(addr) for addr in targets))
 
