@@ -1,19 +1,23 @@
 """The asyncio driver of one MConnection over one SecretConnection (wire.md §8).
 
 All protocol logic lives in the sans-IO :class:`~cometp2p.sansio.mconnection.MConnection`;
-this module only moves bytes and re-arms one timer. One connection runs three tasks:
+this module only moves bytes and re-arms one timer. One connection runs two tasks:
 
-* the **reader** reads decrypted bytes, feeds the core and hands each complete message to
-  its channel's bounded inbound queue. It never waits for a consumer while a channel is
-  under its backlog bound, so a slow consumer on one channel delays neither Ping/Pong nor
-  any other channel (CometBFT issue #2685);
-* the **writer** asks the core for bytes (many packets in one write), writes them and
-  sleeps until woken by a ``send`` or until the core's next timer;
-* the caller's consumers pull messages with :meth:`Connection.receive`.
+* the **reader** reads decrypted bytes (within the receive rate), feeds the core and
+  appends each complete message to its channel's inbox. It never waits for a consumer
+  while every channel is under its backlog bound, so a slow consumer on one channel
+  delays neither Ping/Pong nor any other channel (CometBFT issue #2685);
+* the **writer** asks the core for bytes (many packets in one write), seals and writes
+  them, and sleeps on one event, woken by a send, by the reader (a Pong is due) or by
+  the single ``loop.call_at`` timer armed at the core's next deadline.
+
+Consumers pull messages with :meth:`Connection.receive` or, cheaper per message,
+:meth:`Connection.receive_many`; both return at once when messages are buffered.
 
 A channel whose consumer falls behind by more than ``recv_backlog_bytes`` stops the
-reader (TCP back-pressure) until the consumer catches up; while the reader is paused
-by us, our pong timeout cannot be blamed on the peer, so it is not enforced.
+reader (TCP back-pressure) until the consumer has taken half of it; while the reader is
+paused by us, our pong timeout cannot be blamed on the peer, so it is not enforced (the
+peer's Pings go unanswered meanwhile, exactly as with a Go node whose reactor blocks).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import operator
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.errors import (
@@ -42,21 +47,34 @@ from cometp2p.sansio.mconnection import (
     SendQueueReady,
 )
 
-__all__ = ["Connection"]
+__all__ = ["DEFAULT_RECV_BACKLOG_BYTES", "DEFAULT_SEND_TIMEOUT_S", "Connection"]
 
 logger = logging.getLogger(__name__)
 
-_READ_CHUNK_BYTES = 256 * 1024
-_DEFAULT_BACKLOG_BYTES = 4 * 1024 * 1024
+DEFAULT_RECV_BACKLOG_BYTES: Final = 4 * 1024 * 1024
+"""Per-channel received-but-unconsumed bytes before the reader pauses (4 MiB)."""
+
+DEFAULT_SEND_TIMEOUT_S: Final = 10.0
+"""How long :meth:`Connection.send` waits for room by default (Go's ``defaultSendTimeout``)."""
+
+_READ_CHUNK_BYTES: Final = 256 * 1024
+
+# C-level attribute getters: a batch of MessageReceived events is unpacked by map()
+# rather than a Python loop (the receive hot path).
+_channel_of: Final[Callable[[MessageReceived], int]] = operator.attrgetter("channel_id")
+_message_of: Final[Callable[[MessageReceived], bytes]] = operator.attrgetter("message")
 
 
-@dataclass(slots=True)
 class _Inbox:
     """Messages received on one channel that its consumer has not taken yet."""
 
-    messages: collections.deque[bytes]
-    nbytes: int
-    ready: asyncio.Event
+    __slots__ = ("messages", "nbytes", "over", "ready")
+
+    def __init__(self) -> None:
+        self.messages: collections.deque[bytes] = collections.deque()
+        self.nbytes = 0  # bytes of the messages held
+        self.over = False  # counted in Connection._inboxes_over
+        self.ready = asyncio.Event()  # set when messages arrive or the connection ends
 
 
 class Connection:
@@ -69,11 +87,15 @@ class Connection:
         initial_plaintext: decrypted bytes that arrived after the NodeInfo exchange and
             before the driver started; they are fed to the core first.
         recv_backlog_bytes: per-channel bound on received-but-unconsumed message bytes
-            before the reader pauses (at least one message is always admitted).
+            before the reader pauses (a message is always admitted whole, so a channel
+            may hold one message more than this).
+
+    Raises:
+        LocalProtocolError: two channels share an id, or ``recv_backlog_bytes`` < 1.
 
     Call :meth:`start` once, then :meth:`send` / :meth:`try_send` / :meth:`receive`.
     :meth:`wait_closed` returns the error that ended the connection (``None`` for a
-    clean close by us).
+    clean close by us). Must be created inside a running event loop.
     """
 
     def __init__(
@@ -83,23 +105,36 @@ class Connection:
         config: MConnectionConfig,
         *,
         initial_plaintext: bytes = b"",
-        recv_backlog_bytes: int = _DEFAULT_BACKLOG_BYTES,
+        recv_backlog_bytes: int = DEFAULT_RECV_BACKLOG_BYTES,
     ) -> None:
-        self._secret = secret
+        if recv_backlog_bytes < 1:
+            raise LocalProtocolError(f"recv_backlog_bytes must be >= 1, got {recv_backlog_bytes}")
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._secret = secret
         self._core = MConnection(channels, config, now=loop.time())
+        self._core_send = self._core.send
+        self._recv_limited = config.recv_rate_bytes_per_s > 0
         self._initial = initial_plaintext
         self._backlog_limit = recv_backlog_bytes
-        self._inboxes = {ch.id: _Inbox(collections.deque(), 0, asyncio.Event()) for ch in channels}
-        self._wake_writer = asyncio.Event()
-        self._queue_ready: dict[int, asyncio.Event] = {ch.id: asyncio.Event() for ch in channels}
-        self._room = asyncio.Event()  # set when a paused reader may continue
+        self._backlog_resume = recv_backlog_bytes // 2
+        self._inboxes = {ch.id: _Inbox() for ch in channels}
+        self._inbox_list = tuple(self._inboxes.values())
+        self._inboxes_over = 0  # inboxes above the backlog bound: the reader is paused
+        self._room = asyncio.Event()  # set while the reader may read
         self._room.set()
-        self._closed = asyncio.Event()
+        self._queue_ready = {ch.id: asyncio.Event() for ch in channels}
+        self._wake_writer = asyncio.Event()
+        self._writer_asleep = False  # try_send sets _wake_writer only when this is True
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._closed_event = asyncio.Event()
+        self._closed = False
+        self._closing = False  # close() began: no new sends
         self._close_error: CometP2PError | None = None
-        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._shutdown_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,10 +142,10 @@ class Connection:
         """Start the reader and writer tasks.
 
         Raises:
-            LocalProtocolError: if called twice.
+            LocalProtocolError: if called twice, or after the connection ended.
         """
-        if self._tasks:
-            raise LocalProtocolError("Connection.start() called twice")
+        if self._tasks or self._closed:
+            raise LocalProtocolError("Connection.start() called twice or after close")
         name = self._secret.remote_node_id[:12]
         self._tasks = [
             asyncio.create_task(self._reader(), name=f"mconn-read-{name}"),
@@ -120,63 +155,126 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once the connection has ended, for any reason."""
-        return self._closed.is_set()
+        return self._closed
 
     @property
     def secret_connection(self) -> SecretConnection:
         """The underlying SecretConnection (for addresses and the peer's identity)."""
         return self._secret
 
+    @property
+    def channel_ids(self) -> tuple[int, ...]:
+        """The declared channel ids, in declaration order."""
+        return self._core.channel_ids
+
     async def wait_closed(self) -> CometP2PError | None:
-        """Wait until the connection ends; return why (``None``: closed cleanly by us)."""
-        await self._closed.wait()
+        """Wait until the connection has ended and its socket is closed; return why.
+
+        Returns:
+            ``None`` when we closed it (:meth:`close`); otherwise the error that ended
+            it: :class:`~cometp2p.errors.ConnectionBrokenError` for end of stream or an
+            OS error, a :class:`~cometp2p.errors.RemoteProtocolError` for a peer that
+            broke the protocol or stopped answering Pings.
+        """
+        await self._closed_event.wait()
+        if self._shutdown_task is not None:
+            await asyncio.shield(self._shutdown_task)
         return self._close_error
 
     async def close(self, *, flush_timeout_s: float = 2.0) -> None:
-        """Close gracefully: flush what is queued (bounded by ``flush_timeout_s``), then close.
+        """Close gracefully: stop accepting sends, flush what is queued, then close.
 
-        Safe to call more than once and from any task; cancellation leaves the connection
-        closed.
+        The flush waits until every queued message has been handed to the socket (the
+        socket itself flushes its buffer on close), for at most ``flush_timeout_s``
+        seconds; what is still queued after that is dropped. Safe to call more than
+        once and from any task. Cancelling it leaves the connection closed (the socket
+        is closed in the background).
+
+        Args:
+            flush_timeout_s: the longest wait for the flush, in seconds (0: no flush).
         """
-        if self._closed.is_set():
-            return
-        if not self._closing:
+        if not self._closing and not self._closed:
             self._closing = True
-            with contextlib.suppress(TimeoutError, CometP2PError, OSError):
-                async with asyncio.timeout(flush_timeout_s):
-                    await self._flush_all()
-        self._terminate(None)
-        await self._shutdown()
+            for event in self._queue_ready.values():
+                event.set()  # senders waiting for room give up
+            try:
+                if self._tasks and flush_timeout_s > 0:
+                    try:
+                        async with asyncio.timeout(flush_timeout_s):
+                            await self._flushed()
+                    except TimeoutError:
+                        logger.info(
+                            "[%s] close: flush did not finish within %s s; dropping the rest",
+                            self._secret.remote_node_id,
+                            flush_timeout_s,
+                        )
+                    except CometP2PError:
+                        pass  # the connection ended meanwhile: nothing left to flush
+            finally:
+                self._terminate(None)
+        await self._closed_event.wait()
+        if self._shutdown_task is not None:
+            await asyncio.shield(self._shutdown_task)
 
-    async def _flush_all(self) -> None:
-        while self._core.has_pending_data() and not self._closed.is_set():
-            self._wake_writer.set()
-            await asyncio.sleep(0)  # let the writer run one round
-            await self._secret.drain()
+    async def flush(self) -> None:
+        """Wait until every message queued so far has been handed to the socket.
+
+        Raises:
+            ConnectionClosedError / ConnectionBrokenError / RemoteProtocolError: the
+                connection ended first (or had already ended).
+            LocalProtocolError: :meth:`start` was not called.
+        """
+        if self._closed:
+            raise self._closed_error()
+        if not self._tasks:
+            raise LocalProtocolError("flush() before start(): nothing would be written")
+        await self._flushed()
+
+    async def _flushed(self) -> None:
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._flush_waiters.append(waiter)
+        self._wake_writer.set()
+        try:
+            await waiter
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._flush_waiters.remove(waiter)
 
     def _terminate(self, error: CometP2PError | None) -> None:
-        if self._closed.is_set():
+        """End the connection (idempotent) and start closing the socket."""
+        if self._closed:
             return
+        self._closed = True
+        self._closing = True
         self._close_error = error
-        self._closed.set()
+        if error is None:
+            self._core.close()
+        else:
+            logger.info("[%s] connection ended: %s", self._secret.remote_node_id, error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._room.set()
         self._wake_writer.set()
-        for inbox in self._inboxes.values():
+        for inbox in self._inbox_list:
             inbox.ready.set()
-        for ev in self._queue_ready.values():
-            ev.set()
-        if error is not None:
-            logger.info("[%s] connection closed: %s", self._secret.remote_node_id, error)
+        for event in self._queue_ready.values():
+            event.set()
+        for waiter in self._flush_waiters:
+            if not waiter.done():
+                waiter.set_exception(self._closed_error())
+        self._flush_waiters.clear()
+        self._closed_event.set()
+        self._shutdown_task = asyncio.create_task(self._shutdown(), name="mconn-shutdown")
 
     async def _shutdown(self) -> None:
-        current = asyncio.current_task()
         for task in self._tasks:
-            if task is not current:
-                task.cancel()
+            task.cancel()
         for task in self._tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         with contextlib.suppress(Exception):
             await self._secret.close()
 
@@ -185,35 +283,52 @@ class Connection:
     def try_send(self, channel_id: int, message: bytes) -> bool:
         """Queue ``message`` on ``channel_id`` if there is room now; never blocks.
 
+        Args:
+            channel_id: a declared channel byte.
+            message: the whole message (any length; bytearray/memoryview are copied).
+
         Returns:
-            True if queued, False if the channel's send queue is full or the connection
-            is closed.
+            True if queued; False if the channel's send queue is full or the connection
+            is closing or closed.
 
         Raises:
-            LocalProtocolError: ``channel_id`` is not a channel of this connection.
+            LocalProtocolError: ``channel_id`` is not a channel of this connection, or
+                ``message`` is not bytes-like.
         """
-        if self._closed.is_set() or self._closing:
+        if self._closing:
             return False
-        if not self._core.send(channel_id, message):
+        try:
+            if not self._core_send(channel_id, message):
+                return False
+        except (ConnectionClosedError, ConnectionBrokenError):
             return False
-        self._wake_writer.set()
+        if self._writer_asleep:
+            self._writer_asleep = False
+            self._wake_writer.set()
         return True
 
-    async def send(self, channel_id: int, message: bytes, timeout_s: float = 10.0) -> bool:
+    async def send(
+        self, channel_id: int, message: bytes, timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+    ) -> bool:
         """Queue ``message`` on ``channel_id``, waiting up to ``timeout_s`` seconds for room.
 
+        Cancelling a waiting ``send`` leaves nothing queued and the connection usable.
+
         Returns:
-            True once queued; False on timeout or if the connection closed meanwhile.
+            True once queued; False on timeout or if the connection is closing or ended.
 
         Raises:
-            LocalProtocolError: ``channel_id`` is not a channel of this connection.
+            LocalProtocolError: ``channel_id`` is not a channel of this connection, or
+                ``message`` is not bytes-like.
         """
         if self.try_send(channel_id, message):
             return True
+        if self._closing:
+            return False
         ready = self._queue_ready[channel_id]
         try:
             async with asyncio.timeout(timeout_s):
-                while not self._closed.is_set() and not self._closing:
+                while not self._closing:
                     ready.clear()
                     if self.try_send(channel_id, message):
                         return True
@@ -227,29 +342,102 @@ class Connection:
     async def receive(self, channel_id: int) -> bytes:
         """Return the next whole message received on ``channel_id``.
 
+        Returns at once, without yielding to the event loop, when one is buffered.
+
         Raises:
             LocalProtocolError: ``channel_id`` is not a channel of this connection.
             ConnectionClosedError / ConnectionBrokenError / RemoteProtocolError: the
                 connection ended and no message is left on this channel.
         """
-        inbox = self._inboxes.get(channel_id)
-        if inbox is None:
-            raise LocalProtocolError(f"receive on undeclared channel {channel_id:#04x}")
-        while not inbox.messages:
-            if self._closed.is_set():
+        inbox = self._inbox(channel_id)
+        messages = inbox.messages
+        while not messages:
+            await self._wait_inbox(inbox)
+        message = messages.popleft()
+        inbox.nbytes -= len(message)
+        if inbox.over and inbox.nbytes <= self._backlog_resume:
+            self._inbox_drained(inbox)
+        return message
+
+    async def receive_many(self, channel_id: int, max_messages: int = 0) -> list[bytes]:
+        """Return every message buffered on ``channel_id`` (waiting for at least one).
+
+        Args:
+            channel_id: a declared channel byte.
+            max_messages: the most messages to return; 0 means no limit.
+
+        Returns:
+            One or more whole messages, oldest first.
+
+        Raises:
+            LocalProtocolError: ``channel_id`` is not a channel of this connection, or
+                ``max_messages`` < 0.
+            ConnectionClosedError / ConnectionBrokenError / RemoteProtocolError: the
+                connection ended and no message is left on this channel.
+        """
+        if max_messages < 0:
+            raise LocalProtocolError(f"max_messages must be >= 0, got {max_messages}")
+        inbox = self._inbox(channel_id)
+        messages = inbox.messages
+        while not messages:
+            await self._wait_inbox(inbox)
+        if not max_messages or len(messages) <= max_messages:
+            batch = list(messages)
+            messages.clear()
+            inbox.nbytes = 0
+        else:
+            popleft = messages.popleft
+            batch = [popleft() for _ in range(max_messages)]
+            inbox.nbytes -= sum(map(len, batch))
+        if inbox.over and inbox.nbytes <= self._backlog_resume:
+            self._inbox_drained(inbox)
+        return batch
+
+    def receive_nowait(self, channel_id: int) -> bytes | None:
+        """Return the next buffered message on ``channel_id``, or ``None`` if there is none.
+
+        Raises:
+            LocalProtocolError: ``channel_id`` is not a channel of this connection.
+            ConnectionClosedError / ConnectionBrokenError / RemoteProtocolError: the
+                connection ended and no message is left on this channel.
+        """
+        inbox = self._inbox(channel_id)
+        if not inbox.messages:
+            if self._closed:
                 raise self._closed_error()
-            inbox.ready.clear()
-            await inbox.ready.wait()
+            return None
         message = inbox.messages.popleft()
         inbox.nbytes -= len(message)
-        if inbox.nbytes <= self._backlog_limit and not self._room.is_set():
-            self._room.set()
+        if inbox.over and inbox.nbytes <= self._backlog_resume:
+            self._inbox_drained(inbox)
         return message
+
+    def _inbox(self, channel_id: int) -> _Inbox:
+        inbox = self._inboxes.get(channel_id)
+        if inbox is None:
+            declared = ", ".join(f"{cid:#04x}" for cid in self._inboxes) or "none"
+            raise LocalProtocolError(
+                f"receive on channel {channel_id!r}, which is not declared on this "
+                f"connection (declared: {declared})"
+            )
+        return inbox
+
+    async def _wait_inbox(self, inbox: _Inbox) -> None:
+        if self._closed:
+            raise self._closed_error()
+        inbox.ready.clear()
+        await inbox.ready.wait()
+
+    def _inbox_drained(self, inbox: _Inbox) -> None:
+        inbox.over = False
+        self._inboxes_over -= 1
+        if not self._inboxes_over:
+            self._room.set()
 
     def _closed_error(self) -> CometP2PError:
         err = self._close_error
         if err is None:
-            return ConnectionClosedError("connection closed")
+            return ConnectionClosedError("connection closed by us")
         return err
 
     # ------------------------------------------------------------------ status
@@ -260,93 +448,161 @@ class Connection:
 
     # ------------------------------------------------------------------ tasks
 
-    def _drain_events(self) -> None:
-        core = self._core
-        while (event := core.next_event()) is not None:
-            if isinstance(event, MessageReceived):
-                inbox = self._inboxes[event.channel_id]
-                inbox.messages.append(event.message)
-                inbox.nbytes += len(event.message)
-                inbox.ready.set()
-                if inbox.nbytes > self._backlog_limit:
-                    self._room.clear()
-            elif isinstance(event, SendQueueReady):
-                self._queue_ready[event.channel_id].set()
-            elif isinstance(event, ConnectionTerminated):
-                self._terminate(event.error)
-        if core.has_pending_data():
-            self._wake_writer.set()
+    def _dispatch(self) -> None:
+        """Hand the core's events to inboxes, waiting senders and the writer."""
+        events = self._core.drain_events()
+        if events:
+            inboxes = self._inboxes
+            delivered = False
+            if set(map(type, events)) == {MessageReceived}:
+                # The common case, a read that completed messages and nothing else.
+                received: list[MessageReceived] = events  # type: ignore[assignment]
+                delivered = True
+                channel_ids = set(map(_channel_of, received))
+                if len(channel_ids) == 1:
+                    inbox = inboxes[channel_ids.pop()]
+                    messages = list(map(_message_of, received))
+                    inbox.messages.extend(messages)
+                    inbox.nbytes += sum(map(len, messages))
+                else:
+                    for event in received:
+                        inbox = inboxes[event.channel_id]
+                        inbox.messages.append(event.message)
+                        inbox.nbytes += len(event.message)
+            else:
+                for any_event in events:
+                    if isinstance(any_event, MessageReceived):
+                        inbox = inboxes[any_event.channel_id]
+                        inbox.messages.append(any_event.message)
+                        inbox.nbytes += len(any_event.message)
+                        delivered = True
+                    elif isinstance(any_event, SendQueueReady):
+                        self._queue_ready[any_event.channel_id].set()
+                    elif isinstance(any_event, ConnectionTerminated):
+                        if any_event.error is not None:
+                            self._terminate(any_event.error)
+                        elif any_event.by_peer:
+                            self._terminate(ConnectionBrokenError("the peer closed the connection"))
+            if delivered:
+                limit = self._backlog_limit
+                for inbox in self._inbox_list:
+                    if inbox.messages:
+                        inbox.ready.set()
+                        if inbox.nbytes > limit and not inbox.over:
+                            inbox.over = True
+                            self._inboxes_over += 1
+                            self._room.clear()
+        if self._core.has_pending_data():
+            self._wake_writer.set()  # e.g. a Pong is due
 
     async def _reader(self) -> None:
         core = self._core
+        loop = self._loop
+        secret = self._secret
+        room = self._room
         try:
             if self._initial:
-                core.receive_data(self._initial)
-                self._initial = b""
-                self._drain_events()
-            while not self._closed.is_set():
-                if not self._room.is_set():
-                    core.pause_pong_timeout(self._loop.time())
-                    await self._room.wait()
-                    core.resume_pong_timeout(self._loop.time())
+                initial, self._initial = self._initial, b""
+                core.receive_data(initial)
+                self._dispatch()
+            while not self._closed:
+                if not room.is_set():
+                    core.pause_pong_timeout(loop.time())
+                    await room.wait()
+                    core.resume_pong_timeout(loop.time())
+                    self._wake_writer.set()  # re-arm the timer with the pong deadline
                     continue
-                data = await self._secret.read_some(_READ_CHUNK_BYTES)
+                want = _READ_CHUNK_BYTES
+                if self._recv_limited:
+                    allowance = core.recv_allowance(loop.time())
+                    if allowance <= 0:
+                        await asyncio.sleep(max(0.0, core.recv_resume_at() - loop.time()))
+                        continue
+                    want = min(want, allowance)
+                data = await secret.read_some(want)
                 if not data:
-                    raise ConnectionBrokenError("peer closed the connection (EOF)")
+                    core.receive_data(b"")  # raises if the stream ended inside a Packet
+                    self._dispatch()
+                    self._terminate(ConnectionBrokenError("the peer closed the connection"))
+                    return
                 core.receive_data(data)
-                self._drain_events()
+                self._dispatch()
         except asyncio.CancelledError:
             raise
         except CometP2PError as exc:
-            self._terminate(exc)
+            self._deliver_then_terminate(exc)
         except OSError as exc:
-            self._terminate(ConnectionBrokenError(f"read failed: {exc}"))
-        finally:
-            if self._closed.is_set() and not self._closing:
-                self._schedule_shutdown()
+            error = ConnectionBrokenError(f"read failed: {exc!r}")
+            error.__cause__ = exc
+            self._terminate(error)
+
+    def _deliver_then_terminate(self, exc: CometP2PError) -> None:
+        # Messages completed before a bad packet are still delivered (the core keeps
+        # them queued ahead of its ConnectionTerminated event).
+        with contextlib.suppress(CometP2PError):
+            self._dispatch()
+        self._terminate(exc)
 
     async def _writer(self) -> None:
         core = self._core
         loop = self._loop
         secret = self._secret
+        wake = self._wake_writer
         try:
-            while not self._closed.is_set():
-                self._wake_writer.clear()
+            while not self._closed:
                 now = loop.time()
-                timer = core.get_timer()
-                if timer is not None and timer <= now:
+                deadline = core.get_timer()
+                if deadline is not None and deadline <= now:
                     core.handle_timer(now)
-                    self._drain_events()
-                    if self._closed.is_set():
-                        break
                 data = core.data_to_send(now)
-                self._drain_events()
+                self._dispatch()
+                if self._closed:
+                    break
                 if data:
                     secret.write(data)
                     await secret.drain()
+                    if core.has_pending_data():
+                        # Between batches let the reader and the producers run: a Pong
+                        # or a refill must not wait behind a long backlog.
+                        await asyncio.sleep(0)
+                        continue
+                wake.clear()
+                if core.has_pending_data():
                     continue
-                timer = core.get_timer()
-                if timer is None:
-                    await self._wake_writer.wait()
-                else:
-                    delay = timer - loop.time()
-                    if delay > 0:
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(delay):
-                                await self._wake_writer.wait()
+                if self._flush_waiters and self._send_queues_empty():
+                    await secret.drain()
+                    for waiter in self._flush_waiters:
+                        if not waiter.done():
+                            waiter.set_result(None)
+                    self._flush_waiters.clear()
+                self._arm_timer(core.get_timer())
+                self._writer_asleep = True
+                try:
+                    await wake.wait()
+                finally:
+                    self._writer_asleep = False
         except asyncio.CancelledError:
             raise
         except CometP2PError as exc:
             self._terminate(exc)
         except OSError as exc:
-            self._terminate(ConnectionBrokenError(f"write failed: {exc}"))
-        finally:
-            if self._closed.is_set() and not self._closing:
-                self._schedule_shutdown()
+            error = ConnectionBrokenError(f"write failed: {exc!r}")
+            error.__cause__ = exc
+            self._terminate(error)
 
-    def _schedule_shutdown(self) -> None:
-        if self._closing:
+    def _send_queues_empty(self) -> bool:
+        return not any(ch.send_queue_size for ch in self.status().channels)
+
+    def _arm_timer(self, deadline: float | None) -> None:
+        """Keep one loop timer at the core's next deadline; it wakes the writer."""
+        if deadline == self._timer_at:
             return
-        self._closing = True
-        task = asyncio.create_task(self._shutdown(), name="mconn-shutdown")
-        self._tasks.append(task)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._wake_writer.set()
