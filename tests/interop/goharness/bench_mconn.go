@@ -13,13 +13,15 @@ import (
 
 type benchMConn struct {
 	common
-	dial     string
-	expectID string
-	channel  int
-	size     int
-	count    int
-	rttCount int
-	rttSize  int
+	dial      string
+	expectID  string
+	channel   int
+	size      int
+	count     int
+	rttCount  int
+	rttSize   int
+	rttWarmup int
+	ackEvery  int
 }
 
 type echoed struct {
@@ -29,8 +31,9 @@ type echoed struct {
 }
 
 // runBenchMConn measures an echoing MConnection peer: first count messages of
-// size bytes sent back to back (throughput of payload sent and echoed back),
-// then rtt-count lone messages of rtt-size bytes, one at a time (round trips).
+// size bytes sent back to back (throughput of payload sent and echoed back, or
+// with --ack-every N sent one way and acknowledged every N messages), then
+// rtt-count lone messages of rtt-size bytes, one at a time (round trips).
 func runBenchMConn(args []string) error {
 	b := &benchMConn{}
 	fs := flag.NewFlagSet("bench-mconn", flag.ContinueOnError)
@@ -42,11 +45,17 @@ func runBenchMConn(args []string) error {
 	fs.IntVar(&b.count, "count", 1000, "throughput phase: number of messages")
 	fs.IntVar(&b.rttCount, "rtt-count", 50, "latency phase: number of round trips")
 	fs.IntVar(&b.rttSize, "rtt-size", 64, "latency phase: message size in bytes")
+	fs.IntVar(&b.rttWarmup, "rtt-warmup", 0, "latency phase: leading round trips left out of the figures")
+	fs.IntVar(&b.ackEvery, "ack-every", 0, "throughput phase: the peer acknowledges every N-th message "+
+		"instead of echoing each (mconn-echo --ack CH:N); count must be a multiple of N (0 = echo)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if b.dial == "" {
 		return errors.New("--dial is required")
+	}
+	if b.ackEvery < 0 || (b.ackEvery > 0 && b.count%b.ackEvery != 0) {
+		return fmt.Errorf("--count %d must be a multiple of --ack-every %d", b.count, b.ackEvery)
 	}
 	if err := requireLoopback(b.dial); err != nil {
 		return err
@@ -118,14 +127,21 @@ func runBenchMConn(args []string) error {
 		}
 		sendErr <- nil
 	}()
-	last, err := await(b.count)
+	replies := b.count
+	if b.ackEvery > 0 {
+		replies = b.count / b.ackEvery
+	}
+	last, err := await(replies)
 	if err != nil {
 		return err
 	}
 	if err := <-sendErr; err != nil {
 		return err
 	}
-	elapsed := last.Sub(start).Seconds()
+	elapsed := 0.0
+	if replies > 0 {
+		elapsed = last.Sub(start).Seconds()
+	}
 
 	rtts := make([]float64, 0, b.rttCount)
 	small := payload(b.rttSize)
@@ -138,7 +154,9 @@ func runBenchMConn(args []string) error {
 		if err != nil {
 			return err
 		}
-		rtts = append(rtts, float64(t1.Sub(t0).Microseconds())/1000.0)
+		if i >= b.rttWarmup {
+			rtts = append(rtts, float64(t1.Sub(t0).Microseconds())/1000.0)
+		}
 	}
 	sortFloats(rtts)
 
@@ -149,6 +167,8 @@ func runBenchMConn(args []string) error {
 		"elapsed_s":         elapsed,
 		"rtt_count":         b.rttCount,
 		"rtt_size":          b.rttSize,
+		"rtt_warmup":        b.rttWarmup,
+		"ack_every":         b.ackEvery,
 		"flush_throttle_ms": b.flushThrottleMs,
 		"send_rate":         b.sendRate,
 		"recv_rate":         b.recvRate,

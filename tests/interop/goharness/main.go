@@ -12,7 +12,9 @@
 // Subcommands:
 //
 //	mconn-echo   raw MConnection over SecretConnection (no NodeInfo), echoing messages
-//	             on channels 0x01 (priority 1), 0x02 (5), 0x03 (10, 4 MiB messages)
+//	             on channels 0x01 (priority 1), 0x02 (5), 0x03 (10, 4 MiB messages);
+//	             --ack CH:N answers every N-th message on CH with an 8-byte big-endian
+//	             count instead (one-way benchmarks)
 //	switch-echo  a p2p.Switch + MultiplexTransport + NodeInfo with an echo reactor on
 //	             channel 0x42 (raw bytes; --echo-mode all|ping|none)
 //	bench-mconn  throughput / latency client for an echoing MConnection peer

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +40,8 @@ type mconnEcho struct {
 	noEcho   bool
 	quiet    bool
 	sends    multiFlag
+	acks     multiFlag
+	ackEvery map[byte]uint64
 
 	key      crypto.PrivKey
 	logger   log.Logger
@@ -62,8 +65,18 @@ func runMConnEcho(args []string) error {
 	fs.BoolVar(&h.noEcho, "no-echo", false, "do not echo received messages")
 	fs.BoolVar(&h.quiet, "quiet", false, "no \"receive\" event per message (for benchmarks)")
 	fs.Var(&h.sends, "send", "after the handshake send CH:SIZE[:COUNT] payload messages (repeatable)")
+	fs.Var(&h.acks, "ack", "on channel CH answer every N-th message with an 8-byte big-endian "+
+		"count of messages received there, instead of echoing: CH:N (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	h.ackEvery = map[byte]uint64{}
+	for _, spec := range h.acks {
+		var ch, n int
+		if k, _ := fmt.Sscanf(spec, "%d:%d", &ch, &n); k != 2 || ch < 0 || ch > 255 || n < 1 {
+			return fmt.Errorf("bad --ack %q, expected CH:N with N >= 1", spec)
+		}
+		h.ackEvery[byte(ch)] = uint64(n)
 	}
 	if (h.listen == "") == (h.dial == "") {
 		return errors.New("exactly one of --listen and --dial is required")
@@ -157,6 +170,7 @@ func (h *mconnEcho) serve(c net.Conn) (*mconnSession, error) {
 	h.sessions[s.id] = s
 	h.mu.Unlock()
 
+	var counts [256]uint64 // messages received per channel (only this session's receive goroutine)
 	onReceive := func(chID byte, msg []byte) {
 		if !h.quiet {
 			f := describeMessage(chID, msg)
@@ -164,6 +178,16 @@ func (h *mconnEcho) serve(c net.Conn) (*mconnSession, error) {
 			out.emit("receive", f)
 		}
 		if h.noEcho {
+			return
+		}
+		if every := h.ackEvery[chID]; every > 0 {
+			counts[chID]++
+			if counts[chID]%every == 0 {
+				ack := binary.BigEndian.AppendUint64(nil, counts[chID])
+				if !s.mconn.Send(chID, ack) {
+					out.emit("send_failed", fields{"conn": s.id, "channel": int(chID), "size": len(ack)})
+				}
+			}
 			return
 		}
 		// The MConnection reuses its reassembly buffer after this callback returns.
