@@ -238,6 +238,30 @@ async def test_try_send_never_blocks_and_refuses_when_the_queue_is_full() -> Non
         assert await receive_exactly(b, CH_LOW, 3) == [b"one", b"two", b"three"]
 
 
+@pytest.mark.parametrize("config", [FAST, DEFAULT], ids=["unlimited", "node-defaults"])
+async def test_an_abandoned_full_channel_does_not_hold_up_the_others(
+    config: MConnectionConfig,
+) -> None:
+    """A caller that gets False from try_send and drops its message stalls nothing.
+
+    The core ends a write batch so that a sender woken by SendQueueReady can refill
+    first; here nobody refills, and the other channel must still go out at once.
+    """
+    channels = [
+        ChannelDescriptor(CH_LOW, priority=1, send_queue_capacity=1),
+        ChannelDescriptor(CH_MID, priority=1, send_queue_capacity=8),
+    ]
+    async with connection_pair(config, channels=channels) as (a, b):
+        assert a.try_send(CH_LOW, b"kept")
+        assert not a.try_send(CH_LOW, b"dropped by its caller")
+        others = [numbered(i, 10) for i in range(5)]
+        for message in others:
+            assert a.try_send(CH_MID, message)
+        async with asyncio.timeout(2.0):  # the next Ping is 60 s away
+            assert await receive_exactly(b, CH_MID, len(others)) == others
+            assert await b.receive(CH_LOW) == b"kept"
+
+
 async def fill_until_send_times_out(
     sender: Connection, channel_id: int, size: int, limit: int = 400
 ) -> list[bytes]:

@@ -561,9 +561,14 @@ class Connection:
                 if data:
                     secret.write(data)
                     await secret.drain()
-                    if core.has_pending_data():
-                        # Between batches let the reader and the producers run: a Pong
-                        # or a refill must not wait behind a long backlog.
+                    if core.has_pending_data() or not self._send_queues_empty():
+                        # More to send: first let the reader and the producers run, so a
+                        # Pong or a refill does not wait behind a long backlog. Messages
+                        # still queued while the core reports nothing pending mean it
+                        # ended the batch for a sender woken by SendQueueReady; that
+                        # sender has now had its turn, so go on even if it never
+                        # refills (with no flush throttle and no send rate, the core
+                        # has no timer to bring us back).
                         await asyncio.sleep(0)
                         continue
                 wake.clear()
@@ -575,6 +580,7 @@ class Connection:
                         if not waiter.done():
                             waiter.set_result(None)
                     self._flush_waiters.clear()
+                    continue  # sends during the drain did not wake us: look again
                 self._arm_timer(core.get_timer())
                 self._writer_asleep = True
                 try:
