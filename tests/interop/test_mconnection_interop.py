@@ -3,9 +3,9 @@
 The Go side is ``goharness mconn-echo``: CometBFT v0.38's ``conn.MConnection`` over its
 SecretConnection, with channels 0x01 (priority 1, 1 MiB messages), 0x02 (5, 1 MiB) and
 0x03 (10, 4 MiB). Messages go both ways on all three channels with sizes 0, 1, 1024,
-1025 and 1 MiB (1024 PacketMsgs), under CometBFT's node defaults and with rate limits
-off; every one must come back byte-identical. A packet beyond the receiver's limit ends
-the connection, whichever side sends it.
+1025 and 1 MiB (1024 PacketMsgs), at CometBFT's node rates and with rate limits off;
+every one must come back byte-identical. A packet beyond the receiver's limit ends the
+connection, whichever side sends it.
 
 Go v0.38 loses an empty (0-byte) message it *sends* whenever another channel also has
 data pending: ``Channel.isSendPending`` moves the empty message into ``ch.sending``, and
@@ -48,12 +48,13 @@ CHANNELS = (
 )
 CHANNEL_IDS = tuple(ch.id for ch in CHANNELS)
 
-NODE_DEFAULTS = (MConnectionConfig(flush_throttle_s=0.01), ("--flush-throttle-ms", "10"))
+# Node rates (5 120 000 B/s each way) with v1.0's 10 ms flush throttle.
+NODE_RATES = (MConnectionConfig(flush_throttle_s=0.01), ("--flush-throttle-ms", "10"))
 UNLIMITED = (
     MConnectionConfig(send_rate_bytes_per_s=0, recv_rate_bytes_per_s=0, flush_throttle_s=0.0),
     ("--send-rate", "0", "--recv-rate", "0", "--flush-throttle-ms", "1"),
 )
-SETTINGS = {"node-defaults": NODE_DEFAULTS, "unlimited": UNLIMITED}
+SETTINGS = {"node-rates": NODE_RATES, "unlimited": UNLIMITED}
 
 
 def sha256_hex(data: bytes) -> str:
