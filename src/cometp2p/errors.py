@@ -26,6 +26,7 @@ __all__ = [
     "ConfigError",
     "ConnectionBrokenError",
     "ConnectionClosedError",
+    "CrawlError",
     "FrameError",
     "HandshakeError",
     "HandshakeStage",
@@ -158,6 +159,10 @@ class KeyFileError(CometP2PError):
 
 class ConfigError(CometP2PError):
     """A configuration file or value is invalid."""
+
+
+class CrawlError(CometP2PError):
+    """A crawl could not start: e.g. no seed told us its network (chain ID)."""
 
 
 class RejectReason(enum.Enum):
