@@ -101,7 +101,7 @@ async def tcp_server(greeting: bytes | None) -> AsyncIterator[Server]:
         await server.wait_closed()
 
 
-# -- a Python network -------------------------------------------------------------------------------
+# -- a Python network ----------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
@@ -142,7 +142,8 @@ async def test_crawl_finds_every_node_and_a_stopped_node_is_refused(tmp_path: Pa
     # The seed told us about every node; every reached node was asked exactly once.
     assert {(seed.id, n.id) for n in nodes} <= set(result.edges)
     assert all(r.pex_addrs is not None and r.pex_addrs > 0 for r in result.reached)
-    assert result.node(seed.id) is not None and result.node(seed.id).seed  # type: ignore[union-attr]
+    assert result.node(seed.id) is not None
+    assert result.node(seed.id).seed
 
     files = write_crawl_files(result, tmp_path, now=datetime.now(UTC), png=False)
     document = json.loads(files.network_json.read_text())
@@ -211,11 +212,13 @@ async def test_each_failure_reason_comes_from_the_right_failure() -> None:
     assert reason("chain") is FailureReason.INCOMPATIBLE
     assert reason("no_pex") is FailureReason.INCOMPATIBLE
     alien = result.node(seeds["chain"].id)
-    assert alien is not None and alien.node_info is not None
+    assert alien is not None
+    assert alien.node_info is not None
     assert (alien.node_info.moniker, alien.node_info.network) == ("alien", "other-chain")
     assert "network" in (alien.error_detail or "")
     auth = result.node(seeds["auth"].id)
-    assert auth is not None and honest.node_id in (auth.error_detail or "")
+    assert auth is not None
+    assert honest.node_id in (auth.error_detail or "")
     assert result.reached == ()
 
 
@@ -224,9 +227,7 @@ def address_of(switch: object) -> NetAddress:
 
     assert isinstance(switch, Switch)
     assert switch.listen_address is not None
-    return NetAddress.parse(
-        f"{switch.node_id}@127.0.0.1:{switch.listen_address[1]}", resolve=False
-    )
+    return NetAddress.parse(f"{switch.node_id}@127.0.0.1:{switch.listen_address[1]}", resolve=False)
 
 
 async def test_more_than_a_hundred_handshakes_in_flight() -> None:
@@ -266,7 +267,8 @@ async def test_addresses_outside_the_allowed_networks_are_not_dialed() -> None:
         result = await Crawler(CHAIN, config).crawl([seed])
     assert tarpit.accepted == 0
     record = result.node(seed.id)
-    assert record is not None and record.state is NodeState.NOT_DIALED
+    assert record is not None
+    assert record.state is NodeState.NOT_DIALED
     assert record.addresses == [seed]
 
 
@@ -277,7 +279,7 @@ async def test_crawl_runs_once_per_crawler() -> None:
         await crawler.crawl([])
 
 
-# -- a scripted PEX peer: what the crawler sends and how it reads answers ---------------------------
+# -- a scripted PEX peer: what the crawler sends and how it reads answers -------------------------
 
 
 async def test_pex_conversation_with_a_scripted_peer() -> None:
@@ -336,10 +338,12 @@ async def test_pex_conversation_with_a_scripted_peer() -> None:
     assert crawler_info.listen_addr == CRAWLER_LISTEN_ADDR
     assert crawler_info.channels == bytes([PEX_CHANNEL])
     record = result.node(key.node_id)
-    assert record is not None and record.reachable
+    assert record is not None
+    assert record.reachable
     assert record.pex_addrs == 2
     assert record.pex_error == "1 of 2 addresses were malformed"
     assert result.edges == ((NodeID(key.node_id), down.id),)
     down_record = result.node(down.id)
-    assert down_record is not None and down_record.error is FailureReason.REFUSED
+    assert down_record is not None
+    assert down_record.error is FailureReason.REFUSED
     decode_pex_message(empty_answer.SerializeToString())  # what we sent is a valid PEX message

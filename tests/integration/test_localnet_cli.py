@@ -33,6 +33,18 @@ def test_localnet_of_four_nodes_converges(tmp_path: Path) -> None:
     for node in nodes:
         if not node["seed"]:
             assert node["peers"] >= 2
+    # Then it crawled its own network: every node, with the seed's edges to all the others.
+    network = json.loads((out / "network.json").read_text())
+    ids = {n["id"] for n in nodes}
+    assert {n["id"] for n in network["nodes"]} == ids
+    assert all(n["reachable"] and n["network"] == report["chain_id"] for n in network["nodes"])
+    monikers = sorted(n["moniker"] for n in network["nodes"])
+    assert monikers == ["node1", "node2", "node3", "seed"]
+    seed_id = seed[0]["id"]
+    assert {to for frm, to in network["edges"] if frm == seed_id} == ids - {seed_id}
+    assert (out / "network.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert '"addrs"' in (out / "addrbook.json").read_text()
+    assert report["crawl"] == {"found": 4, "reached": 4, "edges": len(network["edges"])}
     # Every process was stopped: each node logged its clean stop.
     for log in (out / "logs").glob("*.log"):
         assert "stopped" in log.read_text()

@@ -3,15 +3,21 @@
 Starts ``--nodes`` node processes on 127.0.0.1: node 0 is a seed (seed mode), every other
 node knows only the seed and must discover the rest through PEX. Each node serves its
 Prometheus metrics on its own loopback port; localnet scrapes them to show, live, the
-peers and address-book size of every node. It exits 0 only if every node reached its
-target peer count within ``--timeout`` seconds, and it always stops every process it
-started, on Ctrl-C too.
+peers and address-book size of every node. Once every node reached its target peer count,
+localnet crawls its own network from the seed (:mod:`cometp2p.crawler`, the same crawl as
+``cometp2p crawl``) and writes ``network.json``, ``addrbook.json`` and ``network.png`` next
+to ``localnet.json``. It exits 0 only if every node reached its target within ``--timeout``
+seconds and the crawl reached every node; it always stops every process it started, on
+Ctrl-C too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -20,7 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 import click
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,14 +36,20 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from cometp2p.cli.crawl import print_files, run_crawl, summary_table
 from cometp2p.cli.main import cli_errors
 from cometp2p.config import Config, InstrumentationConfig, P2PConfig, write_config
+from cometp2p.crawler import CrawlConfig, Crawler, CrawlResult
+from cometp2p.crawler.report import write_crawl_files
 from cometp2p.crypto.keys import NodeKey, save_node_key
+from cometp2p.wire.netaddress import NetAddress
 
 __all__ = ["COMMANDS", "LocalNode", "localnet_command", "scrape"]
 
-CHAIN_ID = "cometp2p-localnet"
-_POLL_S = 0.5
+CHAIN_ID: Final = "cometp2p-localnet"
+_POLL_S: Final = 0.5
+_CRAWL_TIMEOUT_S: Final = 5.0
+_LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 def _free_port() -> int:
@@ -182,10 +196,26 @@ def _targets(nodes: list[LocalNode], max_outbound: int) -> dict[int, int]:
     return {n.index: 0 if n.seed else min(max_outbound, others) for n in nodes}
 
 
-def _write_report(out: Path, nodes: list[LocalNode], converged: bool, elapsed_s: float) -> Path:
+def _crawl(seed: LocalNode, console: Console) -> CrawlResult:
+    """Crawl the local network from its seed, as ``cometp2p crawl`` would."""
+    crawler = Crawler(CHAIN_ID, CrawlConfig(timeout_s=_CRAWL_TIMEOUT_S, allowed_networks=_LOOPBACK))
+    address = NetAddress.parse(seed.address, resolve=False)
+    return asyncio.run(run_crawl(crawler, [address], console))
+
+
+def _write_report(
+    out: Path,
+    nodes: list[LocalNode],
+    converged: bool,
+    elapsed_s: float,
+    crawl: CrawlResult | None,
+) -> Path:
     report = {
         "chain_id": CHAIN_ID,
         "converged": converged,
+        "crawl": None
+        if crawl is None
+        else {"found": len(crawl.nodes), "reached": len(crawl.reached), "edges": len(crawl.edges)},
         "elapsed_s": round(elapsed_s, 3),
         "nodes": [
             {
@@ -217,7 +247,7 @@ def _write_report(out: Path, nodes: list[LocalNode], converged: bool, elapsed_s:
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds.")
 @click.option("--max-outbound", default=10, show_default=True, type=click.IntRange(1, 100))
 def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: int) -> None:
-    """Run N nodes on 127.0.0.1 (one seed, the rest bootstrapping from it) until they converge."""
+    """Run N nodes on 127.0.0.1 (one seed, the rest bootstrapping from it), then crawl them."""
     console = Console(highlight=False)
     with cli_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,6 +257,8 @@ def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: 
     targets = _targets(nodes, max_outbound)
     start = time.monotonic()
     converged = False
+    crawl: CrawlResult | None = None
+    converged_s = 0.0
     try:
         for node in nodes:
             _spawn(node, log_dir)
@@ -247,21 +279,34 @@ def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: 
                 if elapsed > timeout_s:
                     break
                 time.sleep(_POLL_S)
+        converged_s = time.monotonic() - start
+        if converged:
+            console.print()
+            crawl = _crawl(nodes[0], console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
     finally:
         _stop_all(nodes)
-    elapsed = time.monotonic() - start
     console.print()
-    report = _write_report(out_dir, nodes, converged, elapsed)
-    if converged:
-        console.print(
-            f"[green]converged[/]: all {count} nodes reached their peer targets in "
-            f"{elapsed:.1f} s; report {report}, logs {log_dir}"
-        )
-        return
-    console.print(f"[red]not converged[/] after {elapsed:.1f} s; report {report}, logs {log_dir}")
-    raise SystemExit(1)
+    report = _write_report(out_dir, nodes, converged, converged_s, crawl)
+    if crawl is not None:
+        console.print(summary_table(crawl))
+        with cli_errors():
+            files = write_crawl_files(crawl, out_dir, now=datetime.now(UTC), rng=random.Random())
+        print_files(console, files)
+    console.print(f"wrote {report}; node logs in {log_dir}")
+    if not converged:
+        console.print(f"[red]not converged[/] after {converged_s:.1f} s")
+        raise SystemExit(1)
+    if crawl is None or len(crawl.reached) != count:
+        reached = 0 if crawl is None else len(crawl.reached)
+        console.print(f"[red]crawl incomplete[/]: reached {reached} of {count} nodes")
+        raise SystemExit(1)
+    console.print(
+        f"[green]converged[/]: all {count} nodes reached their peer targets in "
+        f"{converged_s:.1f} s; the crawl reached all {count} and found "
+        f"{len(crawl.edges)} edges in {crawl.elapsed_s:.2f} s"
+    )
 
 
 COMMANDS: tuple[click.Command, ...] = (localnet_command,)

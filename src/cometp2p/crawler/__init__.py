@@ -3,7 +3,8 @@
 * :class:`Crawler` and :class:`CrawlConfig`: the crawl itself (handshakes and PEX);
 * :class:`CrawlResult`, :class:`NodeRecord`, :class:`FailureReason`: what it learns, and
   the ``network.json`` document (:meth:`CrawlResult.to_document`);
-* :func:`cometp2p.crawler.report.write_crawl_files` (imports the plotting libraries): ``network.json``, ``addrbook.json`` and ``network.png``.
+* :func:`cometp2p.crawler.report.write_crawl_files`: ``network.json``, ``addrbook.json``
+  and ``network.png`` (kept out of this namespace: it imports the plotting libraries).
 """
 
 from cometp2p.crawler.crawler import CrawlConfig, Crawler

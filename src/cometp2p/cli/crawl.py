@@ -1,0 +1,226 @@
+"""``cometp2p crawl``: map a CometBFT network through real handshakes and PEX.
+
+The network (chain ID) comes from the home's ``config/genesis.json`` when it has one (as a
+``cometbft init`` home does), else from ``--network``, else from the seeds' own NodeInfo.
+Progress is shown live (found, reached, failed, in flight); at the end a summary table is
+printed and ``network.json``, ``addrbook.json`` and ``network.png`` are written to
+``--out``. The exit status is 0 when at least one node was reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cometp2p.cli.main import cli_errors, home_option, load_home_config, make_console
+from cometp2p.config import load_chain_id
+from cometp2p.crawler import CrawlConfig, Crawler, CrawlProgress, CrawlResult
+from cometp2p.crawler.crawler import IPNetwork
+from cometp2p.crawler.report import CrawlFiles, write_crawl_files
+from cometp2p.errors import ConfigError, NetAddressError
+from cometp2p.wire.netaddress import NetAddress
+
+__all__ = ["COMMANDS", "crawl_command", "parse_seeds", "run_crawl", "summary_table"]
+
+_REFRESH_S: Final = 0.25
+_TABLE_ROWS: Final = 40
+
+
+def parse_seeds(values: Sequence[str]) -> list[NetAddress]:
+    """Parse ``id@host:port`` seeds (each value may hold several, comma-separated).
+
+    Host names are resolved (blocking DNS).
+
+    Raises:
+        ConfigError: a seed does not parse or does not resolve; or none was given.
+    """
+    seeds: list[NetAddress] = []
+    for value in values:
+        for text in (part.strip() for part in value.split(",")):
+            if not text:
+                continue
+            try:
+                seeds.append(NetAddress.parse(text, resolve=True))
+            except NetAddressError as exc:
+                raise ConfigError(f"seed {text!r}: {exc}") from exc
+    if not seeds:
+        raise ConfigError("no seeds given: pass at least one id@host:port")
+    return seeds
+
+
+def _progress_line(p: CrawlProgress) -> str:
+    return (
+        f"[bold]crawling[/] {p.elapsed_s:6.1f} s   found [cyan]{p.found}[/]   "
+        f"reached [green]{p.reached}[/]   failed [red]{p.failed}[/]   "
+        f"in flight [yellow]{p.in_flight}[/]   queued {p.queued}"
+    )
+
+
+async def run_crawl(
+    crawler: Crawler, seeds: Sequence[NetAddress], console: Console | None = None
+) -> CrawlResult:
+    """Run ``crawler`` from ``seeds``, showing live progress on ``console`` if given.
+
+    Raises:
+        CrawlError: the network was not given and no seed told us its network.
+    """
+    if console is None:
+        return await crawler.crawl(seeds)
+    task = asyncio.create_task(crawler.crawl(seeds))
+    with Live(
+        _progress_line(crawler.progress()), console=console, refresh_per_second=8, transient=True
+    ) as live:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_REFRESH_S)
+            live.update(_progress_line(crawler.progress()))
+    result = task.result()
+    console.print(_progress_line(crawler.progress()).replace("crawling", "crawled"))
+    return result
+
+
+def summary_table(result: CrawlResult, max_rows: int = _TABLE_ROWS) -> Table:
+    """A rich table of the crawled nodes: reachable first, then failures by reason."""
+    table = Table(
+        title=f"{result.network}: {len(result.nodes)} nodes found, {len(result.reached)} "
+        f"reachable, {len(result.edges)} edges, {result.elapsed_s:.1f} s"
+    )
+    for column in ("node ID", "moniker", "version", "address", "channels", "status"):
+        table.add_column(column)
+    ordered = sorted(
+        result.nodes,
+        key=lambda n: (
+            not n.reachable,
+            n.error.value if n.error else "~",
+            n.node_info.moniker if n.node_info else "~",
+            n.node_id,
+        ),
+    )
+    for record in ordered[:max_rows]:
+        info = record.node_info
+        addr = record.dialed or (record.addresses[0] if record.addresses else None)
+        if record.reachable:
+            status = "[green]reachable[/]"
+        elif record.error is not None:
+            status = f"[red]{record.error.value}[/]"
+        else:
+            status = "[dim]not dialed[/]"
+        table.add_row(
+            record.node_id[:12],
+            info.moniker if info else "",
+            info.version if info else "",
+            f"{addr.ip}:{addr.port}" if addr else "",
+            info.channels.hex().upper() if info else "",
+            status,
+        )
+    if len(ordered) > max_rows:
+        table.caption = f"… and {len(ordered) - max_rows} more in network.json"
+    return table
+
+
+def print_files(console: Console, files: CrawlFiles) -> None:
+    """One line per file written."""
+    console.print(f"wrote {files.network_json}")
+    console.print(f"wrote {files.addrbook_json}")
+    if files.network_png is not None:
+        console.print(f"wrote {files.network_png}")
+
+
+def _networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allow-net") from exc
+
+
+@click.command("crawl")
+@click.argument("seeds", nargs=-1, required=True)
+@click.option("--network", default=None, help="Chain ID [default: genesis.json, else the seeds'].")
+@home_option
+@click.option(
+    "--out",
+    "out_dir",
+    default="out/crawl",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--concurrency", default=200, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds allowed for each step with a node: connect, handshake, PEX answer.",
+)
+@click.option("--max-nodes", default=10_000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--max-duration",
+    "max_duration_s",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop the whole crawl after this many seconds.",
+)
+@click.option(
+    "--allow-net",
+    "allow_net",
+    multiple=True,
+    metavar="CIDR",
+    help="Dial only addresses in this range (repeatable) [default: any].",
+)
+@click.option("--png/--no-png", default=True, show_default=True, help="Draw network.png.")
+def crawl_command(
+    seeds: tuple[str, ...],
+    network: str | None,
+    home: str | None,
+    out_dir: Path,
+    concurrency: int,
+    timeout_s: float,
+    max_nodes: int,
+    max_duration_s: float | None,
+    allow_net: tuple[str, ...],
+    png: bool,
+) -> None:
+    """Crawl a CometBFT network from SEEDS (id@host:port) through handshakes and PEX."""
+    console = make_console()
+    allowed = _networks(allow_net)
+    with cli_errors():
+        seed_addrs = parse_seeds(seeds)
+        config = load_home_config(home)
+        from_genesis = load_chain_id(config.home, config.genesis_file)
+        if from_genesis is not None and network is not None and network != from_genesis:
+            raise ConfigError(
+                f"--network {network!r} disagrees with {config.genesis_path} ({from_genesis!r})"
+            )
+        crawler = Crawler(
+            from_genesis or network,
+            CrawlConfig(
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                max_nodes=max_nodes,
+                max_duration_s=max_duration_s,
+                allowed_networks=allowed,
+            ),
+        )
+        result = asyncio.run(run_crawl(crawler, seed_addrs, console))
+        console.print(summary_table(result))
+        files = write_crawl_files(
+            result, out_dir, now=datetime.now(UTC), png=png, rng=random.Random()
+        )
+        print_files(console, files)
+    if not result.reached:
+        raise click.ClickException(
+            f"no node of {result.network} was reachable (see {files.network_json})"
+        )
+
+
+COMMANDS: tuple[click.Command, ...] = (crawl_command,)
