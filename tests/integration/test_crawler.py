@@ -142,8 +142,9 @@ async def test_crawl_finds_every_node_and_a_stopped_node_is_refused(tmp_path: Pa
     # The seed told us about every node; every reached node was asked exactly once.
     assert {(seed.id, n.id) for n in nodes} <= set(result.edges)
     assert all(r.pex_addrs is not None and r.pex_addrs > 0 for r in result.reached)
-    assert result.node(seed.id) is not None
-    assert result.node(seed.id).seed
+    seed_record = result.node(seed.id)
+    assert seed_record is not None
+    assert seed_record.seed
 
     files = write_crawl_files(result, tmp_path, now=datetime.now(UTC), png=False)
     document = json.loads(files.network_json.read_text())

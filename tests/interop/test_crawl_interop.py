@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cometp2p.crawler import CrawlConfig, Crawler, NodeState
+from cometp2p.crawler import CrawlConfig, Crawler, NodeRecord, NodeState
 from cometp2p.wire.netaddress import NetAddress
 from interop.cometbft import CometBFTNode
 from interop.conftest import NodeFactory
@@ -42,7 +42,7 @@ async def test_crawler_finds_all_four_from_one_node(testnet: list[CometBFTNode])
         result = await crawler.crawl([seed])
 
     assert result.network == testnet[0].chain_id  # learnt from the seed's NodeInfo
-    by_id = {r.node_id: r for r in result.nodes}
+    by_id: dict[str, NodeRecord] = {r.node_id: r for r in result.nodes}
     assert set(by_id) == {n.node_id for n in testnet}
     for i, node in enumerate(testnet):
         record = by_id[node.node_id]
