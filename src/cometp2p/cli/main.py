@@ -2,10 +2,12 @@
 
 Other commands live in their own modules under ``cometp2p/cli/`` and are found by
 convention, so adding one never touches this file: a module ``cometp2p/cli/<name>.py``
-that defines ``COMMANDS: tuple[click.Command, ...]`` has those commands added to ``main``
-the first time the group lists or looks up a command. Modules whose names start with
-``_`` are skipped. Command modules may import :func:`home_option`, :func:`cli_errors`,
-:func:`load_home_config` and :func:`make_console` from here.
+that defines ``COMMANDS: tuple[click.Command, ...]`` has those commands added to ``main``.
+Running command ``<name>`` imports only module ``<name>`` when one exists (a command
+named otherwise is found by importing every module, as listing the commands does).
+Modules whose names start with ``_`` are skipped. Command modules may import
+:func:`home_option`, :func:`cli_errors`, :func:`load_home_config` and
+:func:`make_console` from here.
 
 Home directory: ``--home``, else ``$COMETP2P_HOME``, else ``~/.cometp2p`` (wire.md §10 for
 the file layout; cometbft's ``$CMTHOME`` is deliberately not read).
@@ -70,28 +72,44 @@ def make_console() -> Console:
 
 
 class _DiscoveringGroup(click.Group):
-    """A click group that adds the ``COMMANDS`` of every ``cometp2p.cli`` module on first use."""
+    """A click group that adds the ``COMMANDS`` of the ``cometp2p.cli`` modules on demand.
+
+    Running one command imports only the module named after it (``crawl`` ->
+    ``cometp2p.cli.crawl``), so ``cometp2p start`` never pays for the plotting libraries
+    that ``crawl`` needs; listing the commands (``--help``) imports them all.
+    """
 
     _discovered: bool = False
+
+    def _load(self, module_name: str) -> None:
+        module = importlib.import_module(f"cometp2p.cli.{module_name}")
+        for command in getattr(module, "COMMANDS", ()):
+            if command.name not in self.commands:
+                self.add_command(command)
+
+    def _module_names(self) -> list[str]:
+        package = importlib.import_module("cometp2p.cli")
+        names = sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+        return [n for n in names if n not in ("main", "__main__") and not n.startswith("_")]
 
     def _discover(self) -> None:
         if self._discovered:
             return
         self._discovered = True
-        package = importlib.import_module("cometp2p.cli")
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-            if info.name in ("main", "__main__") or info.name.startswith("_"):
-                continue
-            module = importlib.import_module(f"cometp2p.cli.{info.name}")
-            for command in getattr(module, "COMMANDS", ()):
-                self.add_command(command)
+        for name in self._module_names():
+            self._load(name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._discover()
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._discover()
+        if cmd_name not in self.commands:
+            module_name = cmd_name.replace("-", "_")
+            if module_name in self._module_names():
+                self._load(module_name)
+        if cmd_name not in self.commands:
+            self._discover()
         return super().get_command(ctx, cmd_name)
 
 
