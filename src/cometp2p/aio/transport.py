@@ -157,10 +157,54 @@ async def close_writer(writer: asyncio.StreamWriter, timeout_s: float = _CLOSE_T
         _abort_writer(writer)
 
 
+def _abort_transport(transport: asyncio.BaseTransport) -> None:
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    else:  # pragma: no cover - every TCP transport is a WriteTransport
+        transport.close()
+
+
 def _abort_writer(writer: asyncio.StreamWriter) -> None:
     # Nothing we wrote before a refusal matters: drop the socket without lingering.
     with contextlib.suppress(Exception):
         writer.transport.abort()
+
+
+class _AcceptedProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, plus a register of the sockets not yet claimed.
+
+    A socket is *unclaimed* from the moment asyncio accepts it until its upgrade hands it
+    to a peer (or it closes). :meth:`Transport.close` aborts every unclaimed socket, so
+    one accepted just before the close (whose handler task may never run) cannot leak.
+    """
+
+    # Attribute names carry a prefix: StreamReaderProtocol has private ones of its own
+    # (``_closed`` is a future there).
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        unclaimed: set[asyncio.BaseTransport],
+        closed: Callable[[], bool],
+    ) -> None:
+        super().__init__(reader, handle)
+        self._cometp2p_unclaimed = unclaimed
+        self._cometp2p_closed = closed
+        self._cometp2p_socket: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._cometp2p_closed():
+            _abort_transport(transport)
+            return
+        self._cometp2p_socket = transport
+        self._cometp2p_unclaimed.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._cometp2p_socket is not None:
+            self._cometp2p_unclaimed.discard(self._cometp2p_socket)
+        super().connection_lost(exc)
 
 
 @dataclass(slots=True)
@@ -212,6 +256,7 @@ class Transport:
         self._in_handshake = 0
         self._handshakes: set[asyncio.Task[object]] = set()
         self._conns: dict[RemoteAddress, _Held] = {}
+        self._unclaimed: set[asyncio.BaseTransport] = set()
         self._closed = False
 
     # ------------------------------------------------------------------ conn set
@@ -300,11 +345,23 @@ class Transport:
                 self._handshakes.add(task)
             try:
                 await self._handle_inbound(reader, writer, on_connection, on_rejected)
+            except asyncio.CancelledError:
+                # Only close() (or loop shutdown) cancels this task, which nothing awaits
+                # but asyncio's own callback; ending it normally keeps Python 3.11's
+                # stream callback from logging the cancellation as an error.
+                _abort_writer(writer)
             finally:
                 if task is not None:
                     self._handshakes.discard(task)
 
-        self._server = await asyncio.start_server(handle, host, port)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> _AcceptedProtocol:
+            return _AcceptedProtocol(
+                asyncio.StreamReader(), handle, self._unclaimed, lambda: self._closed
+            )
+
+        self._server = await loop.create_server(protocol, host, port)
         sock = self._server.sockets[0]
         bound = sock.getsockname()
         return str(bound[0]), int(bound[1])
@@ -357,6 +414,7 @@ class Transport:
             await close_writer(writer)
             self.cleanup(remote)
             return
+        self._unclaimed.discard(writer.transport)  # a peer's now: close() leaves it alone
         try:
             await on_connection(upgraded)
         except asyncio.CancelledError:
@@ -383,6 +441,10 @@ class Transport:
         for task in handshakes:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # Sockets accepted whose handler had not started yet: nothing else would close them.
+        for sock in list(self._unclaimed):
+            _abort_transport(sock)
+        self._unclaimed.clear()
         self._server = None
 
     # ------------------------------------------------------------------ dialing
