@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from cometp2p.cli.main import main
 from cometp2p.crypto.keys import NodeKey
+from cometp2p.testing.cli import run_cometp2p
 from cometp2p.testing.network import free_loopback_port
 from integration.test_crawler import CHAIN, converged_network
 
@@ -103,23 +103,10 @@ async def test_a_malformed_seed_is_a_one_line_error(tmp_path: Path) -> None:
 async def test_crawl_as_a_subprocess(tmp_path: Path) -> None:
     out = tmp_path / "out"
     async with converged_network(2) as (seed, nodes):
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cometp2p",
-            *crawl_args(out, tmp_path / "home", str(seed.address)),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        run = await run_cometp2p(
+            *crawl_args(out, tmp_path / "home", str(seed.address)), timeout_s=COMMAND_TIMEOUT_S
         )
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):
-                stdout, _ = await process.communicate()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    text = stdout.decode()
-    assert process.returncode == 0, text
+    assert run.returncode == 0, run.output
     document = json.loads((out / "network.json").read_text())
     assert document["network"] == CHAIN  # learnt from the seed: no --network, no genesis
     assert {n["id"] for n in document["nodes"] if n["reachable"]} == {

@@ -12,12 +12,12 @@ import asyncio
 import ipaddress
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from cometp2p.crawler import CrawlConfig, Crawler, NodeRecord, NodeState
+from cometp2p.testing.cli import run_cometp2p
 from cometp2p.wire.netaddress import NetAddress
 from interop.cometbft import CometBFTNode
 from interop.conftest import NodeFactory
@@ -64,10 +64,7 @@ async def test_crawl_command_on_the_testnet_writes_a_book_cometbft_uses(
     testnet: list[CometBFTNode], cometbft_node: NodeFactory, tmp_path: Path
 ) -> None:
     out = tmp_path / "crawl"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cometp2p",
+    run = await run_cometp2p(
         "crawl",
         testnet[1].p2p_address,
         "--network",
@@ -78,18 +75,9 @@ async def test_crawl_command_on_the_testnet_writes_a_book_cometbft_uses(
         str(tmp_path / "home"),
         "--allow-net",
         "127.0.0.0/8",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        timeout_s=COMMAND_TIMEOUT_S,
     )
-    try:
-        async with asyncio.timeout(COMMAND_TIMEOUT_S):
-            stdout, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = stdout.decode()
-    assert process.returncode == 0, text
+    assert run.returncode == 0, run.output
     document = json.loads((out / "network.json").read_text())
     nodes = {n["id"]: n for n in document["nodes"]}
     assert set(nodes) == {n.node_id for n in testnet}
