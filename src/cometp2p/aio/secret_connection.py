@@ -16,7 +16,6 @@ Foreign errors are translated here: ``OSError`` and end of stream become
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 from cometp2p.crypto.frames import FRAME_PAYLOAD_MAX_BYTES, SEALED_FRAME_BYTES
@@ -41,6 +40,9 @@ DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 3.0
 """Go's deadline for the whole SecretConnection handshake (wire.md §5.3)."""
 
 _READ_CHUNK_BYTES: Final = 64 * SEALED_FRAME_BYTES
+
+_CLOSE_TIMEOUT_S: Final = 1.0
+"""The longest :meth:`SecretConnection.close` waits for unsent bytes before it aborts."""
 """Ciphertext asked of the socket per read: 64 whole frames (~65 KiB)."""
 
 _STAGE_OF: Final = {
@@ -310,13 +312,24 @@ class SecretConnection:
         return b"".join(parts)
 
     async def close(self) -> None:
-        """Close the TCP stream; idempotent. Errors while closing are ignored."""
+        """Close the TCP stream; idempotent. Errors while closing are ignored.
+
+        Bytes already written are flushed for at most 1 s; a peer that stops reading
+        gets the socket aborted instead, so a close never hangs and never leaves the
+        socket open (also when the caller is cancelled meanwhile).
+        """
         self._closed = True
         self._pending = b""
         self._pending_pos = 0
         self._writer.close()
-        with contextlib.suppress(OSError):
-            await self._writer.wait_closed()
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await self._writer.wait_closed()
+        except (TimeoutError, OSError):
+            self._writer.transport.abort()
+        except asyncio.CancelledError:
+            self._writer.transport.abort()
+            raise
 
     def _take(self, data: bytes, start: int, max_bytes: int) -> bytes:
         # Hand out the decrypted bytes without copying when they fit; otherwise keep the
