@@ -24,40 +24,18 @@ import time
 from dataclasses import dataclass
 
 from cometp2p.pex.addrbook import AddrBook
-from cometp2p.pex.config import PexConfig, RequestStrategy
+from cometp2p.pex.config import RequestStrategy
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.switch.switch import Switch
 from cometp2p.testing.echo import EchoReactor
-from cometp2p.testing.network import loopback_p2p_config, make_switch
-from cometp2p.wire.netaddress import NetAddress
+from cometp2p.testing.network import loopback_p2p_config, make_switch, switch_address
+from cometp2p.testing.pex import fast_pex
 
 TIMEOUT_S = 120.0
 
 
-def fast_pex(**changes: object) -> PexConfig:
-    base: dict[str, object] = {
-        "ensure_peers_period_s": 0.3,
-        "min_receive_request_interval_s": 0.05,
-        "request_gap_s": 0.1,
-        "dial_backoff_unit_s": 0.05,
-        "dial_backoff_jitter_s": 0.05,
-        "crawl_period_s": 0.3,
-        "min_time_between_crawls_s": 1.0,
-        "adaptive_min_interval_s": 0.05,
-        "adaptive_no_peers_retry_s": 0.1,
-    }
-    base.update(changes)
-    return PexConfig(**base)  # type: ignore[arg-type]
-
-
 def _reached(switch: Switch, target: int) -> bool:
     return switch.num_peers()[0] >= target
-
-
-def address_of(switch: Switch) -> NetAddress:
-    assert switch.listen_address is not None
-    host, port = switch.listen_address
-    return NetAddress.parse(f"{switch.node_info.node_id}@{host}:{port}", resolve=False)
 
 
 @dataclass
@@ -79,7 +57,7 @@ async def pex_run(nodes: int, target: int, strategy: RequestStrategy, seed: int)
     )
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(seed_switch)
-        seeds = (str(address_of(seed_switch)),)
+        seeds = (str(switch_address(seed_switch)),)
         members: list[tuple[Switch, PEXReactor]] = []
         for i in range(nodes):
             reactor = PEXReactor(
@@ -118,7 +96,7 @@ async def direct_run(nodes: int, target: int) -> Result:
     async with contextlib.AsyncExitStack() as stack:
         for switch in switches:
             await stack.enter_async_context(switch)
-        addresses = [address_of(sw) for sw in switches]
+        addresses = [switch_address(sw) for sw in switches]
         start = time.perf_counter()
         async with asyncio.timeout(TIMEOUT_S):
             await asyncio.gather(

@@ -30,12 +30,13 @@ from cometp2p.pex.config import PEX_CHANNEL
 from cometp2p.pex.core import decode_pex_message, encode_pex_request
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.testing.echo import EchoReactor
-from cometp2p.testing.network import free_loopback_port, make_switch
+from cometp2p.testing.network import free_loopback_port, make_switch, switch_address
+from cometp2p.testing.pex import fast_pex
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import NodeInfo
 from cometp2p.wire.proto.tendermint.p2p import pex_pb2, types_pb2
-from integration.test_pex_network import Node, fast_pex, make_node, running, wait_all
+from integration.test_pex_network import Node, make_node, running, wait_all
 
 LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.0/8"),)
 CHAIN = "test-chain"
@@ -198,8 +199,8 @@ async def test_each_failure_reason_comes_from_the_right_failure() -> None:
             "timeout": random_address(tarpit.port),
             "protocol": random_address(garbage.port),
             "auth": impostor,
-            "chain": address_of(other_chain),
-            "no_pex": address_of(no_pex),
+            "chain": switch_address(other_chain),
+            "no_pex": switch_address(no_pex),
         }
         result = await Crawler(CHAIN, fast(timeout_s=1.0)).crawl(seeds.values())
 
@@ -224,14 +225,6 @@ async def test_each_failure_reason_comes_from_the_right_failure() -> None:
     assert auth is not None
     assert honest.node_id in (auth.error_detail or "")
     assert result.reached == ()
-
-
-def address_of(switch: object) -> NetAddress:
-    from cometp2p.switch.switch import Switch
-
-    assert isinstance(switch, Switch)
-    assert switch.listen_address is not None
-    return NetAddress.parse(f"{switch.node_id}@127.0.0.1:{switch.listen_address[1]}", resolve=False)
 
 
 async def test_more_than_a_hundred_handshakes_in_flight() -> None:

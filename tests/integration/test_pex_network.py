@@ -26,7 +26,8 @@ from cometp2p.sansio.mconnection import ChannelDescriptor
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope, Reactor
 from cometp2p.switch.switch import Switch
-from cometp2p.testing.network import loopback_p2p_config, make_switch
+from cometp2p.testing.network import loopback_p2p_config, make_switch, switch_address
+from cometp2p.testing.pex import fast_pex
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.proto.tendermint.p2p import pex_pb2, types_pb2
@@ -35,34 +36,6 @@ NETWORK_SIZE = 30
 OUTBOUND_TARGET = 8
 CONVERGE_TIMEOUT_S = 25.0
 STEP_TIMEOUT_S = 10.0
-
-
-def fast_pex(**changes: object) -> PexConfig:
-    """PEX settings for loopback tests: every period in tens or hundreds of milliseconds.
-
-    Our request gap (0.1 s) stays above the peers' receive interval (0.05 s) so that
-    delivery jitter never makes an honest request look like a flood.
-    """
-    base: dict[str, object] = {
-        "ensure_peers_period_s": 0.3,
-        "min_receive_request_interval_s": 0.05,
-        "request_gap_s": 0.1,
-        "dial_backoff_unit_s": 0.05,
-        "dial_backoff_jitter_s": 0.05,
-        "crawl_period_s": 0.3,
-        "min_time_between_crawls_s": 1.0,
-        "adaptive_min_interval_s": 0.05,
-        "adaptive_no_peers_retry_s": 0.1,
-        "save_interval_s": 0.2,
-    }
-    base.update(changes)
-    return PexConfig(**base)  # type: ignore[arg-type]
-
-
-def address_of(switch: Switch) -> NetAddress:
-    assert switch.listen_address is not None
-    host, port = switch.listen_address
-    return NetAddress.parse(f"{switch.node_info.node_id}@{host}:{port}", resolve=False)
 
 
 @dataclass
@@ -76,7 +49,7 @@ class Node:
 
     @property
     def address(self) -> NetAddress:
-        return address_of(self.switch)
+        return switch_address(self.switch)
 
     def outbound(self) -> int:
         return self.switch.num_peers()[0]
@@ -205,7 +178,7 @@ class Pair:
         return self.target.switch.peers.has(self.puppet_id)
 
     def banned(self) -> bool:
-        return self.target.pex.book.is_banned(address_of(self.puppet))
+        return self.target.pex.book.is_banned(switch_address(self.puppet))
 
 
 @contextlib.asynccontextmanager
@@ -225,7 +198,7 @@ async def puppet_dials_target(pair: Pair) -> Peer:
     listen address in the (lax) book, so a ban of its ID takes effect."""
     peer = await pair.puppet.dial_peer_with_address(pair.target.address)
     await pair.target.pex.wait_for(
-        lambda: pair.target.pex.book.has_address(address_of(pair.puppet))
+        lambda: pair.target.pex.book.has_address(switch_address(pair.puppet))
     )
     return peer
 
@@ -235,7 +208,7 @@ async def target_dials_puppet(pair: Pair) -> Peer:
     the puppet's view of the target once that request arrived. A lax book lists the
     puppet first, so that a ban of its ID takes effect."""
     book = pair.target.pex.book
-    puppet = address_of(pair.puppet)
+    puppet = switch_address(pair.puppet)
     if not book.strict:
         book.add_address(puppet, puppet, pair.target.pex.now())
     await pair.target.switch.dial_peer_with_address(puppet)
@@ -283,7 +256,7 @@ async def test_undecodable_bytes_disconnect_without_ban() -> None:
         await pair.reactor.removed.get()
         assert pair.target.pex.counters.violations == {Offence.UNDECODABLE: 1}
         assert not pair.banned()
-        assert pair.target.pex.book.has_address(address_of(pair.puppet))
+        assert pair.target.pex.book.has_address(switch_address(pair.puppet))
 
 
 def _addrs_bytes(*items: types_pb2.NetAddress) -> bytes:
@@ -372,7 +345,7 @@ async def test_seed_answers_an_inbound_requester_once_then_disconnects_it() -> N
         assert await peer.send(PEX_CHANNEL, encode_pex_request())
         answer = await puppet_reactor.next_message()
         got = {NetAddress.from_proto(a) for a in answer.pex_addrs.addrs}
-        assert got <= set(known) | {address_of(puppet)}
+        assert got <= set(known) | {switch_address(puppet)}
         assert set(known) <= got  # 10 of 11 known: all go out
         await puppet_reactor.removed.get()
         assert not seed.switch.peers.has(puppet.node_info.node_id)

@@ -30,7 +30,14 @@ from cometp2p.crawler.report import CrawlFiles, write_crawl_files
 from cometp2p.errors import ConfigError, NetAddressError
 from cometp2p.wire.netaddress import NetAddress
 
-__all__ = ["COMMANDS", "crawl_command", "parse_seeds", "run_crawl", "summary_table"]
+__all__ = [
+    "COMMANDS",
+    "crawl_command",
+    "parse_seeds",
+    "print_files",
+    "run_crawl",
+    "summary_table",
+]
 
 _REFRESH_S: Final = 0.25
 _TABLE_ROWS: Final = 40

@@ -85,6 +85,9 @@ CRAWLER_LISTEN_ADDR: Final = "tcp://0.0.0.0:0"
 _PROBE_NETWORK: Final = "cometp2p-crawler-probe"
 _CLOSE_FLUSH_S: Final = 0.5
 
+_MCONNECTION_CONFIG: Final = MConnectionConfig(flush_throttle_s=0.01)
+"""The request goes out at once; nothing else is ever sent."""
+
 _PEX_CHANNELS: Final = (
     ChannelDescriptor(
         id=PEX_CHANNEL, priority=1, send_queue_capacity=10, recv_message_capacity=MAX_MSG_SIZE_BYTES
@@ -335,7 +338,6 @@ class Crawler:
                             self._visit(record, ours), name=f"crawl-{record.node_id}"
                         )
                     )
-                state.peak_in_flight = max(state.peak_in_flight, len(running))
                 done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if (exc := task.exception()) is not None:  # a bug, not a node's fault
@@ -350,6 +352,7 @@ class Crawler:
     async def _visit(self, record: NodeRecord, ours: NodeInfo) -> None:
         state = self._state
         state.in_flight += 1
+        state.peak_in_flight = max(state.peak_in_flight, state.in_flight)
         record.state = NodeState.DIALING
         try:
             while record.untried:
@@ -475,8 +478,9 @@ class Crawler:
     async def _exchange_addrs(self, record: NodeRecord, link: _Link) -> None:
         """Ask the node once for addresses and learn them; record a PEX failure on it."""
         timeout_s = self.config.timeout_s
-        config = MConnectionConfig(flush_throttle_s=0.01)
-        conn = Connection(link.secret, _PEX_CHANNELS, config, initial_plaintext=link.leftover)
+        conn = Connection(
+            link.secret, _PEX_CHANNELS, _MCONNECTION_CONFIG, initial_plaintext=link.leftover
+        )
         conn.start()
         try:
             conn.try_send(PEX_CHANNEL, encode_pex_request().SerializeToString())
@@ -500,12 +504,11 @@ class Crawler:
         bad = 0
         for proto in message.addrs:
             try:
-                addr = NetAddress.from_proto(proto)
-                validate_node_id(addr.id)
-            except (RemoteProtocolError, CometP2PError):
+                received = NetAddress.from_proto(proto)
+                addr = NetAddress(validate_node_id(received.id), received.ip, received.port)
+            except CometP2PError:  # a bad IP, port or node ID
                 bad += 1
                 continue
-            addr = NetAddress(NodeID(addr.id.lower()), addr.ip, addr.port)
             self._state.edges.setdefault((record.node_id, addr.id), None)
             self._learn(addr)
         if bad:
