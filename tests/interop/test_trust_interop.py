@@ -7,6 +7,8 @@ bursts, pauses, loaded histories and windows much shorter than the run.
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 
 from cometp2p.trust.config import TrustMetricConfig, interval_to_history_offset
 from cometp2p.trust.metric import TrustHistory, TrustMetric
+from cometp2p.trust.store import TrustMetricStore
 from interop.trust_harness import BUILD_TIMEOUT_S, ensure_trustharness_binary, run_mode
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(BUILD_TIMEOUT_S + 120)]
@@ -158,3 +161,36 @@ def test_random_scripts_match_go(trustharness: Path) -> None:
         total += 2 * len(steps)
     # Same operations in the same order: every value is in fact bit-identical to Go's.
     assert identical == total
+
+
+def test_store_json_moves_between_go_and_us(trustharness: Path) -> None:
+    """Go's MetricStore (over a MemDB) and ours read each other's ``trustMetricStore`` JSON."""
+    rng = random.Random(6)
+    default = TrustMetricConfig()
+    peers = {f"{i:040x}": random_case(rng)[1][: rng.randint(0, 300)] for i in range(6)}
+    peers["never-ticked"] = []
+    go_bytes = run_mode(
+        trustharness, "store-export", {k: script(default, steps) for k, steps in peers.items()}
+    )
+    raw = json.dumps(go_bytes).encode()
+    ours = TrustMetricStore(None)
+    assert ours.import_go_json(raw) == len(peers)
+    for key, steps in peers.items():
+        _, final = replay_ours(default, steps)
+        assert ours.metric(key).history_json() == final
+    assert json.loads(ours.export_go_json()) == go_bytes  # same layout, same numbers
+    # And back: Go loads what we export and computes the same values from it.
+    go_values = run_mode(trustharness, "store-import", ours.export_go_json())
+    assert isinstance(go_values, dict)
+    assert set(go_values) == set(peers)
+    for key, (loaded, after_tick) in go_values.items():
+        m = ours.metric(key)
+        if m.history_json().intervals == 0:
+            # behaviour.md §6.4: Go's Init computes 0/0 and stays NaN; ours stays perfect.
+            assert math.isnan(float(loaded))
+            assert math.isnan(float(after_tick))
+            assert m.trust_value() == 1.0
+            continue
+        assert m.trust_value() == float(loaded)
+        m.next_time_interval()
+        assert m.trust_value() == float(after_tick)

@@ -6,7 +6,7 @@
 //
 //	replay        [script...] -> [{"values": [[before, after], ...], "final": history}, ...]
 //	store-export  {"peer": script, ...} -> the bytes MetricStore saves under "trustMetricStore"
-//	store-import  <bytes of a saved store> -> {"peer": [value at load, value after one interval]}
+//	store-import  <bytes of a saved store> -> {"peer": ["value at load", "value after one interval"]}
 //
 // A script is {"config": {...durations in ns...}, "init": history or null,
 // "steps": [[good, bad, pause], ...]}: each step records the events, pauses if asked, then
@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/tendermint/tendermint/p2p/trust"
@@ -159,12 +160,16 @@ func main() {
 		if err := store.Start(); err != nil {
 			fail(err)
 		}
-		values := make(map[string][2]float64, len(keys))
+		// Values as strconv text: Go's Init can produce NaN (intervals = 0), which JSON cannot hold.
+		values := make(map[string][2]string, len(keys))
 		for key := range keys {
 			m := store.GetPeerTrustMetric(key)
 			loaded := m.TrustValue()
 			m.NextTimeInterval()
-			values[key] = [2]float64{loaded, m.TrustValue()}
+			values[key] = [2]string{
+				strconv.FormatFloat(loaded, 'g', -1, 64),
+				strconv.FormatFloat(m.TrustValue(), 'g', -1, 64),
+			}
 		}
 		out, err = json.Marshal(values)
 	default:
