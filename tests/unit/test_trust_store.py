@@ -197,13 +197,20 @@ def test_kill_9_between_saves_loses_at_most_the_last_minute(tmp_path: Path) -> N
     )
     saves: list[tuple[float, int, str]] = []
     last_at = 0.0
+
+    def record(line: str) -> None:
+        nonlocal last_at
+        if line.startswith("saved"):
+            _, t, count, hist = line.split(" ", 3)
+            saves.append((float(t), int(count), hist.strip()))
+        elif line.startswith("at"):
+            last_at = float(line.split()[1])
+
     try:
         assert child.stdout is not None
         for line in child.stdout:  # bounded by the test timeout; the child prints every step
-            if line.startswith("saved"):
-                _, t, intervals, history = line.split(" ", 3)
-                saves.append((float(t), int(intervals), history.strip()))
-            if len(saves) >= 4 and line.startswith("at") and float(line.split()[1]) % 60 == 37:
+            record(line)
+            if len(saves) >= 4 and last_at % 60 == 37:
                 break
         os.kill(child.pid, signal.SIGKILL)
         rest, _ = child.communicate(timeout=10)
@@ -212,11 +219,7 @@ def test_kill_9_between_saves_loses_at_most_the_last_minute(tmp_path: Path) -> N
             child.kill()
             child.wait(timeout=10)
     for line in rest.splitlines():
-        if line.startswith("saved"):
-            _, t, intervals, history = line.split(" ", 3)
-            saves.append((float(t), int(intervals), history.strip()))
-        if line.startswith("at"):
-            last_at = float(line.split()[1])
+        record(line)
     assert child.returncode == -signal.SIGKILL
     store = TrustMetricStore(path)
     updated = store.updated_at()["peer"]
