@@ -407,7 +407,7 @@ async def test_an_address_with_our_own_id_is_never_stored() -> None:
     """Issue #12: once started, the book refuses our ID on any address (Go stored it and
     dropped it only after dialing it)."""
     node = make_node(60, pex=fast_pex(ensure_peers_period_s=0.05))
-    async with running(node), asyncio.timeout(STEP_TIMEOUT_S):
+    async with running(node):
         alias = NetAddress.parse(f"{node.id}@127.0.0.1:1")  # our ID, another port
         other = NetAddress.parse(f"{'55' * 20}@127.0.0.1:2")
         with pytest.raises(AddrBookError) as info:

@@ -79,7 +79,9 @@ def test_forgotten_peer_loses_its_byte_series_but_totals_stay() -> None:
     metrics.record_receive(PEER, 0x00, b"ab", 2)
     metrics.forget_peer(PEER)
     assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") is None
-    assert sample(metrics, "cometbft_p2p_peer_receive_bytes_total", peer_id=PEER, chID="0x0") is None
+    assert (
+        sample(metrics, "cometbft_p2p_peer_receive_bytes_total", peer_id=PEER, chID="0x0") is None
+    )
     metrics.record_send(PEER, 0x42, b"abcd", 4)  # the same node reconnected: counts from zero
     assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") == 4
     assert sample(metrics, "cometbft_p2p_message_send_bytes_total", message_type="bytes") == 7
