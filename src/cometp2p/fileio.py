@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "remove_stale_temp_files"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
@@ -43,3 +43,27 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write_bytes` left next to ``path``.
+
+    A crash between the temporary file's creation and its rename leaves a
+    ``.<name>.<random>.tmp`` behind forever; call this at start, before anything writes
+    ``path``. Files that cannot be removed are skipped.
+
+    Returns:
+        The files removed.
+    """
+    target = Path(path)
+    removed: list[Path] = []
+    try:
+        candidates = list(target.parent.glob(f".{target.name}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        with contextlib.suppress(OSError):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+                removed.append(tmp)
+    return removed

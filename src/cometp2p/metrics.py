@@ -190,9 +190,21 @@ class P2PMetrics:
         self.peer_pending_send_bytes.labels(self._chain_id, peer_id).set(queued_messages)
 
     def forget_peer(self, peer_id: str) -> None:
-        """Drop the per-peer gauge of a removed peer (its byte counters stay, as in Go)."""
+        """Drop every per-peer series of a removed peer: its pending gauge and its byte
+        counters on each channel (issue #12).
+
+        Deviation from Go, which keeps a peer's counters forever: with churning peer
+        identities the number of series (about 3.4 KB of memory each pair) would grow
+        without bound. A peer that reconnects starts its counters from zero; the
+        per-message-type counters keep the node's totals. Idempotent.
+        """
         with contextlib.suppress(KeyError):
             self.peer_pending_send_bytes.remove(self._chain_id, peer_id)
-        for cache in (self._sent, self._received):
+        for counter, cache in (
+            (self.peer_send_bytes_total, self._sent),
+            (self.peer_receive_bytes_total, self._received),
+        ):
             for key in [k for k in cache if k[0] == peer_id]:
                 del cache[key]
+                with contextlib.suppress(KeyError):
+                    counter.remove(self._chain_id, peer_id, f"{key[1]:#x}")

@@ -21,6 +21,7 @@ from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import load_addrbook
 from cometp2p.pex.config import PEX_CHANNEL, PexConfig, RequestStrategy
 from cometp2p.pex.core import Offence, encode_pex_addrs, encode_pex_request
+from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.sansio.mconnection import ChannelDescriptor
 from cometp2p.switch.peer import Peer
@@ -402,15 +403,18 @@ async def test_unreachable_address_is_retried_with_backoff() -> None:
         assert node.pex.counters.dials_failed == node.pex.core.backoff.attempts(dead)
 
 
-async def test_an_address_with_our_own_id_is_dropped_and_remembered_as_ours() -> None:
+async def test_an_address_with_our_own_id_is_never_stored() -> None:
+    """Issue #12: once started, the book refuses our ID on any address (Go stored it and
+    dropped it only after dialing it)."""
     node = make_node(60, pex=fast_pex(ensure_peers_period_s=0.05))
-    async with running(node), asyncio.timeout(STEP_TIMEOUT_S):
+    async with running(node):
         alias = NetAddress.parse(f"{node.id}@127.0.0.1:1")  # our ID, another port
         other = NetAddress.parse(f"{'55' * 20}@127.0.0.1:2")
-        node.pex.book.add_address(alias, other, node.pex.now())
-        await node.pex.wait_for(lambda: not node.pex.book.has_address(alias))
-        assert node.pex.book.our_address(alias)
-        assert node.pex.core.backoff.attempts(alias) == 0  # not a failed dial
+        with pytest.raises(AddrBookError) as info:
+            node.pex.book.add_address(alias, other, node.pex.now())
+        assert info.value.reason is AddrBookErrorReason.SELF
+        assert not node.pex.book.has_address(alias)
+        assert node.pex.core.backoff.attempts(alias) == 0  # never dialed
 
 
 async def test_mark_peer_as_good_promotes_the_peer_in_the_book() -> None:

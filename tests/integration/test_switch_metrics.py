@@ -66,8 +66,10 @@ async def test_metrics_follow_peers_and_traffic() -> None:
         assert value(a, "cometbft_p2p_peers") == 0
         assert value(b, "cometbft_p2p_peers") == 0
         assert value(a, "cometbft_p2p_peer_pending_send_bytes", peer_id=b_id) is None
-        # Counters keep their totals, as in CometBFT.
-        assert value(a, "cometbft_p2p_peer_send_bytes_total", peer_id=b_id, chID=ch) == 11
+        # Issue #12: a removed peer's series go (Go keeps them forever); totals stay.
+        assert value(a, "cometbft_p2p_peer_send_bytes_total", peer_id=b_id, chID=ch) is None
+        assert value(b, "cometbft_p2p_peer_receive_bytes_total", peer_id=a_id, chID=ch) is None
+        assert value(a, "cometbft_p2p_message_send_bytes_total", message_type="bytes") == 11
 
 
 async def test_peer_accessors_on_both_sides() -> None:

@@ -223,7 +223,7 @@ def test_rejects_private_ids() -> None:
     assert book.empty()
 
 
-def test_rejects_our_address_exactly() -> None:
+def test_rejects_our_address_and_any_address_with_our_id() -> None:
     book = make_book()
     ours = na(1, "1.2.3.4")
     book.add_our_address(ours)
@@ -231,9 +231,11 @@ def test_rejects_our_address_exactly() -> None:
     error = rejection(book, ours, SRC)
     assert error.reason is AddrBookErrorReason.SELF
     assert not error.private
+    # Go stores our ID on another port; we do not (issue #12): the ID is ours.
     other_port = na(1, "1.2.3.4", 26657)
     assert not book.our_address(other_port)
-    assert book.add_address(other_port, SRC, NOW) is AddResult.ADDED
+    assert rejection(book, other_port, SRC).reason is AddrBookErrorReason.SELF
+    assert book.add_address(na(2, "1.2.3.4", 26657), SRC, NOW) is AddResult.ADDED
 
 
 @pytest.mark.parametrize("ip", ["10.1.2.3", "192.168.1.1", "127.0.0.1", "169.254.1.1", "fe80::1"])

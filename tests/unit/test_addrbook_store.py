@@ -500,3 +500,26 @@ def test_load_addrbook_logs_skipped_entries(
     assert "skipped 1 of 2 entries" in messages
     assert "bucket_type" in messages
     assert "malformed key" in messages
+
+
+def test_leftover_temp_files_of_a_crashed_save_are_removed_at_load(tmp_path: Path) -> None:
+    """Issue #12 weakness 3: a crash during a save must not leave its temp file forever."""
+    path = tmp_path / "addrbook.json"
+    save_addrbook(AddrBook(strict=False, rng=random.Random(1)), path)
+    stale = [tmp_path / ".addrbook.json.k3j2x9.tmp", tmp_path / ".addrbook.json.abc_12.tmp"]
+    for tmp in stale:
+        tmp.write_bytes(b'{"key": "half-writ')
+    unrelated = [tmp_path / ".other.json.abc.tmp", tmp_path / "addrbook.json.tmp"]
+    for keep in unrelated:
+        keep.write_bytes(b"x")
+    book, report = load_addrbook_with_report(path, strict=False, rng=random.Random(2))
+    assert sorted(report.temp_files_removed) == sorted(stale)
+    assert not any(tmp.exists() for tmp in stale)
+    assert all(keep.exists() for keep in unrelated)
+    assert path.exists() and book.empty()
+    # Also when the book itself was never written (crash during the very first save).
+    (tmp_path / "fresh").mkdir()
+    first = tmp_path / "fresh" / ".addrbook.json.zz.tmp"
+    first.write_bytes(b"")
+    load_addrbook(tmp_path / "fresh" / "addrbook.json", strict=False, rng=random.Random(3))
+    assert not first.exists()

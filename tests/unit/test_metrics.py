@@ -73,13 +73,32 @@ def test_pending_gauge_is_set_and_forgotten() -> None:
     metrics.forget_peer(PEER)  # idempotent
 
 
-def test_byte_counters_survive_a_forgotten_peer() -> None:
+def test_forgotten_peer_loses_its_byte_series_but_totals_stay() -> None:
     metrics = P2PMetrics(CHAIN)
     metrics.record_send(PEER, 0x42, b"abc", 3)
+    metrics.record_receive(PEER, 0x00, b"ab", 2)
     metrics.forget_peer(PEER)
-    metrics.record_send(PEER, 0x42, b"abcd", 4)  # the same node reconnected
-    assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") == 7
+    assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") is None
+    assert (
+        sample(metrics, "cometbft_p2p_peer_receive_bytes_total", peer_id=PEER, chID="0x0") is None
+    )
+    metrics.record_send(PEER, 0x42, b"abcd", 4)  # the same node reconnected: counts from zero
+    assert sample(metrics, "cometbft_p2p_peer_send_bytes_total", peer_id=PEER, chID="0x42") == 4
     assert sample(metrics, "cometbft_p2p_message_send_bytes_total", message_type="bytes") == 7
+
+
+def test_per_peer_series_stay_bounded_under_identity_churn() -> None:
+    """Issue #12: 1000 identities that each sent and left leave no series behind."""
+    metrics = P2PMetrics(CHAIN)
+    for i in range(1000):
+        peer = f"{i:040x}"
+        metrics.record_send(peer, 0x20, b"x", 1)
+        metrics.record_receive(peer, 0x20, b"x", 1)
+        metrics.set_pending(peer, 1)
+        metrics.forget_peer(peer)
+    text = generate_latest(metrics.registry).decode()
+    assert "peer_id=" not in text
+    assert sample(metrics, "cometbft_p2p_message_send_bytes_total", message_type="bytes") == 1000
 
 
 def test_queue_latency_histogram_per_channel() -> None:

@@ -355,6 +355,36 @@ def test_our_own_address_is_refused() -> None:
     assert report.added == 1
 
 
+def test_our_id_with_any_other_address_is_never_stored_nor_gossiped() -> None:
+    """Issue #12 weakness 4: our ID on another IP or port, received over PEX, is us."""
+    core = make_core(strict=False)
+    ours = addr(42)
+    core.book.add_our_address(ours)
+    liar = [
+        addr(42, "8.8.8.8"),
+        addr(42, port=1234),
+        NetAddress(NodeID(ours.id.upper()), ipaddress.ip_address("9.9.9.9"), 26656),
+    ]
+    report = _refusals(core, peer(1), *liar, addr(43))
+    assert report.refusals == {AddrBookErrorReason.SELF: 3}
+    assert report.added == 1
+    assert core.book.get(ours.id) is None
+    assert all(a.id != ours.id for a in core.book.get_selection())
+
+
+def test_registering_our_id_drops_an_entry_already_held() -> None:
+    """An addrbook.json written before the fix may hold our ID; it goes once we know it."""
+    core = make_core(strict=False)
+    core.book.add_address(addr(7, "8.8.8.8"), addr(1), NOW)
+    assert core.book.get(node_id(7)) is not None
+    core.book.add_our_id(node_id(7).upper())
+    assert core.book.get(node_id(7)) is None
+    assert core.book.get_selection() == []
+    with pytest.raises(AddrBookError) as info:
+        core.book.add_address(addr(7, "8.8.4.4"), addr(1), NOW)
+    assert info.value.reason is AddrBookErrorReason.SELF
+
+
 def test_private_ids_and_private_sources_are_refused() -> None:
     core = make_core()
     core.book.add_private_ids([node_id(50), node_id(60)])

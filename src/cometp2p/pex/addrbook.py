@@ -224,6 +224,7 @@ class AddrBook:
         "_new",
         "_old",
         "_our_addrs",
+        "_our_ids",
         "_private_ids",
         "_rng",
         "_strict",
@@ -261,6 +262,7 @@ class AddrBook:
         self._n_old = 0
         self._bad: dict[NodeID, KnownAddress] = {}
         self._our_addrs: set[str] = set()
+        self._our_ids: set[NodeID] = set()
         self._private_ids: set[str] = set()
         self._group_cache: dict[NetAddress, str] = {}
 
@@ -341,8 +343,26 @@ class AddrBook:
     # -- our own and private addresses ------------------------------------------------
 
     def add_our_address(self, addr: NetAddress) -> None:
-        """Remember ``addr`` (exact ``id@ip:port``) as ours; it will never be added."""
+        """Remember ``addr`` (exact ``id@ip:port``) as ours; it will never be added.
+
+        Its ID is registered as ours too (:meth:`add_our_id`).
+        """
         self._our_addrs.add(str(_normalise_id(addr)))
+        self.add_our_id(addr.id)
+
+    def add_our_id(self, node_id: str) -> None:
+        """Remember ``node_id`` as ours: no address with it is ever stored (so none is ever
+        gossiped), whatever its IP and port, and an entry already held (say, from an old
+        addrbook.json) is dropped now.
+
+        Go refuses only our exact addresses; an address with our ID and another IP or
+        port (a NAT, a second interface, a lie) would be stored and gossiped (issue #12).
+        """
+        our_id = NodeID(node_id.lower())
+        self._our_ids.add(our_id)
+        ka = self._lookup.get(our_id)
+        if ka is not None:
+            self._remove_from_all_buckets(ka)
 
     def our_address(self, addr: NetAddress) -> bool:
         """True if ``addr`` (exact ``id@ip:port``) was registered as ours."""
@@ -403,7 +423,7 @@ class AddrBook:
         Raises:
             AddrBookError: with reason NIL (addr or src missing), INVALID (bad ID, or IP
                 unspecified, documentation or broadcast; or a source without a valid ID),
-                BANNED, PRIVATE, PRIVATE_SRC, SELF (one of our exact addresses) or
+                BANNED, PRIVATE, PRIVATE_SRC, SELF (our ID or one of our addresses) or
                 NON_ROUTABLE (strict book only).
             LocalProtocolError: if ``now`` is naive.
         """
@@ -431,7 +451,7 @@ class AddrBook:
             raise AddrBookError(AddrBookErrorReason.PRIVATE, str(addr), addr, src)
         if src.id in self._private_ids:
             raise AddrBookError(AddrBookErrorReason.PRIVATE_SRC, f"{addr} from {src}", addr, src)
-        if str(addr) in self._our_addrs:
+        if node_id in self._our_ids or str(addr) in self._our_addrs:
             raise AddrBookError(AddrBookErrorReason.SELF, str(addr), addr, src)
         if self._strict and not addr.routable():
             raise AddrBookError(AddrBookErrorReason.NON_ROUTABLE, str(addr), addr, src)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Final
 
 from cometp2p.errors import NetAddressError
-from cometp2p.fileio import atomic_write_bytes
+from cometp2p.fileio import atomic_write_bytes, remove_stale_temp_files
 from cometp2p.pex.addrbook import ZERO_TIME, AddrBook, BucketType, KnownAddress
 from cometp2p.pex.errors import AddrBookError, AddrBookFileError
 from cometp2p.wire.netaddress import NetAddress, parse_ip, validate_node_id
@@ -188,12 +188,15 @@ class LoadReport:
         skipped: entries dropped because they made no sense.
         key_replaced: the file's ``key`` was missing or malformed and a fresh one was drawn.
         problems: the first 20 reasons for skipping, for the log.
+        temp_files_removed: leftover ``.addrbook.json.*.tmp`` files of a save that
+            crashed, deleted before loading.
     """
 
     loaded: int = 0
     skipped: int = 0
     key_replaced: bool = False
     problems: list[str] = field(default_factory=list)
+    temp_files_removed: list[Path] = field(default_factory=list)
 
     def _skip(self, index: int, why: str) -> None:
         self.skipped += 1
@@ -312,7 +315,8 @@ def load_addrbook_with_report(
         now: time used to name a corrupt file's backup; the wall clock when ``None``.
 
     Returns:
-        The book (empty if the file does not exist) and a :class:`LoadReport`.
+        The book (empty if the file does not exist) and a :class:`LoadReport`. Leftover
+        temporary files of an interrupted save are deleted first.
 
     Raises:
         AddrBookFileError: if the file cannot be read (left in place), or is not JSON, or is
@@ -321,6 +325,7 @@ def load_addrbook_with_report(
     """
     file = Path(path)
     report = LoadReport()
+    report.temp_files_removed = remove_stale_temp_files(file)
     try:
         raw = file.read_bytes()
     except FileNotFoundError:
@@ -366,6 +371,8 @@ def load_addrbook(path: str | os.PathLike[str], *, strict: bool, rng: random.Ran
         AddrBookFileError: as :func:`load_addrbook_with_report`.
     """
     book, report = load_addrbook_with_report(path, strict=strict, rng=rng)
+    for tmp in report.temp_files_removed:
+        _log.info("address book %s: removed %s left by an interrupted save", path, tmp.name)
     if report.skipped:
         _log.warning(
             "address book %s: skipped %d of %d entries: %s",

@@ -442,6 +442,7 @@ class PEXReactor(Reactor):
     def _register_configured_addresses(self, switch: Switch) -> None:
         """Our configured addresses never enter the book (Go: node setup)."""
         our_id = switch.node_info.node_id
+        self.book.add_our_id(our_id)
         for host_port in (switch.config.external_address, switch.config.laddr):
             if host_port:
                 addr = _parse_no_dns(f"{our_id}@{host_port.split('://', 1)[-1]}")
