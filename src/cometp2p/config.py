@@ -25,8 +25,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Final, TypeVar
 
-import tomli_w
-
 from cometp2p.errors import ConfigError
 from cometp2p.fileio import atomic_write_bytes
 
@@ -539,6 +537,8 @@ def render_config_toml(cfg: Config) -> str:
         "# cometp2p node configuration, in CometBFT v0.38's config.toml layout.\n"
         "# Durations are Go duration strings; lists are comma-separated.\n\n"
     )
+    import tomli_w  # only writers need it; a running node never writes its config
+
     return header + tomli_w.dumps(doc)
 
 

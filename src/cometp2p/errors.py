@@ -38,6 +38,7 @@ __all__ = [
     "NetAddressLookupError",
     "NodeInfoField",
     "NodeInfoInvalidError",
+    "ReactorTooLateError",
     "RejectReason",
     "RejectedError",
     "RemoteProtocolError",
@@ -50,6 +51,11 @@ class CometP2PError(Exception):
 
 class LocalProtocolError(CometP2PError):
     """The caller misused the API; the connection state is unchanged unless stated."""
+
+
+class ReactorTooLateError(LocalProtocolError):
+    """A reactor was added after the Switch (or Node) started: its channels could no
+    longer be advertised in our NodeInfo, so peers would drop its messages."""
 
 
 class RemoteProtocolError(CometP2PError):

@@ -1,7 +1,15 @@
 """A p2p node: a Switch, its reactors and its metrics endpoint, built from a home.
 
-This is what ``cometp2p start`` and ``cometp2p localnet`` run. Applications that want
-their own reactors build a :class:`Node` and add them before :meth:`Node.run`.
+This is what ``cometp2p start`` and ``cometp2p localnet`` run, and the supported way for
+an application to run its own reactors::
+
+    node = Node.from_home("~/.cometp2p", reactors=[("shout", ShoutReactor())])
+    async with node:          # listens, dials persistent peers, serves metrics
+        ...                   # node.switch.peers, node.listen_address
+    # or: await node.run(stop_event)
+
+Reactors are added at construction or with :meth:`Node.add_reactor` before the node
+starts; adding one later raises :class:`~cometp2p.errors.ReactorTooLateError`.
 """
 
 from __future__ import annotations
@@ -10,13 +18,16 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from prometheus_client import Gauge
 
-from cometp2p.config import Config
-from cometp2p.crypto.keys import NodeKey
-from cometp2p.errors import ConfigError
+from cometp2p.config import Config, load_chain_id, load_config
+from cometp2p.crypto.keys import NodeKey, load_node_key
+from cometp2p.errors import ConfigError, ReactorTooLateError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
@@ -29,19 +40,30 @@ logger = logging.getLogger(__name__)
 _GAUGE_REFRESH_S = 0.2
 
 
-def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> None:
+def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> int:
     """Serve ``metrics`` over HTTP at ``listen_addr`` (``[host]:port``, e.g. ``:26660``).
+
+    Port 0 binds an ephemeral port.
+
+    Returns:
+        The bound TCP port.
 
     Raises:
         ConfigError: the address is malformed.
-        OSError: the port cannot be bound.
+        OSError: the port cannot be bound (the message names the address).
     """
     from prometheus_client import start_http_server
 
     host, sep, port = listen_addr.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigError(f"prometheus_listen_addr must be [host]:port, got {listen_addr!r}")
-    start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    try:
+        server, _ = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot serve metrics on {listen_addr}: {exc.strerror or exc}"
+        ) from exc
+    return int(server.server_port)
 
 
 def default_reactors(
@@ -69,13 +91,22 @@ def default_reactors(
 
 
 class Node:
-    """Assembles a Switch with reactors from a :class:`Config`.
+    """A Switch with its reactors and metrics, built from a :class:`Config`.
 
     Args:
         config: the loaded home configuration (``[p2p]`` and friends).
         node_key: our identity.
         chain_id: the network (NodeInfo ``network``).
         reactors: ``(name, reactor)`` pairs, registered in order.
+
+    Attributes:
+        switch: the :class:`Switch` (peers, dialing, broadcast).
+        metrics: the Prometheus metrics of this node.
+        metrics_port: the bound metrics port once started (``None`` if not served).
+
+    Raises:
+        ConfigError: our NodeInfo would be invalid (e.g. a bad moniker).
+        LocalProtocolError: two reactors share a name or a channel.
     """
 
     def __init__(
@@ -88,12 +119,80 @@ class Node:
         self.config = config
         self.node_key = node_key
         self.chain_id = chain_id
-        channels = [desc.id for _, r in reactors for desc in r.get_channels()]
-        node_info = make_node_info(config, node_key.node_id, chain_id, channels)
         self.metrics = P2PMetrics(chain_id, namespace=config.instrumentation.namespace)
+        node_info = make_node_info(config, node_key.node_id, chain_id, [])
         self.switch = Switch(config.p2p, node_key, node_info, metrics=self.metrics)
+        self.metrics_port: int | None = None
+        self._book_task: asyncio.Task[None] | None = None
+        self._book_size = Gauge(
+            "addrbook_size",
+            "Addresses in the address book (cometp2p extension).",
+            ["chain_id"],
+            namespace=config.instrumentation.namespace,
+            subsystem="p2p",
+            registry=self.metrics.registry,
+        ).labels(chain_id)
         for name, reactor in reactors:
-            self.switch.add_reactor(name, reactor)
+            self.add_reactor(name, reactor)
+
+    @classmethod
+    def from_home(
+        cls,
+        home: str | Path,
+        *,
+        chain_id: str | None = None,
+        reactors: Sequence[tuple[str, Reactor]] = (),
+        pex: bool = True,
+    ) -> Node:
+        """Build the node of an initialised home (``cometp2p init`` or ``cometbft init``).
+
+        Args:
+            home: the home directory (``~`` is expanded).
+            chain_id: the network; default: ``config/genesis.json``'s ``chain_id``.
+            reactors: your reactors, registered after the default ones.
+            pex: also run the PEX reactor when ``[p2p] pex`` is set.
+
+        Raises:
+            ConfigError: the config is invalid, or no chain ID is known.
+            KeyFileError: ``config/node_key.json`` is missing or unusable.
+        """
+        config = load_config(Path(home).expanduser())
+        network = chain_id or load_chain_id(config.home, config.genesis_file)
+        if network is None:
+            raise ConfigError(f"{config.genesis_path} is missing: pass chain_id")
+        key = load_node_key(config.node_key_path)
+        defaults = default_reactors(config) if pex else []
+        return cls(config, key, network, [*defaults, *reactors])
+
+    def _refresh_node_info(self) -> None:
+        """Advertise every registered reactor's channels (before start only)."""
+        channels = [desc.id for desc in self.switch.channels]
+        info = make_node_info(self.config, self.node_key.node_id, self.chain_id, channels)
+        self.switch.node_info = info
+        self.switch.transport.node_info = info
+
+    def add_reactor(self, name: str, reactor: Reactor) -> Reactor:
+        """Register ``reactor`` under ``name``; its channels are advertised in our NodeInfo.
+
+        Returns:
+            ``reactor``.
+
+        Raises:
+            ReactorTooLateError: the node (its Switch) already started.
+            LocalProtocolError: the name or one of its channels is taken.
+        """
+        if self.switch.is_running:
+            raise ReactorTooLateError(
+                f"reactor {name!r} added after the node started; add it before start()"
+            )
+        self.switch.add_reactor(name, reactor)
+        self._refresh_node_info()
+        return reactor
+
+    @property
+    def listen_address(self) -> tuple[str, int] | None:
+        """The bound ``(host, port)`` once started."""
+        return self.switch.listen_address
 
     def with_p2p(self, **changes: object) -> None:
         """Replace ``[p2p]`` settings before start (used by CLI flags)."""
@@ -103,29 +202,66 @@ class Node:
         )
         self.switch.config = self.config.p2p
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Start everything, run until ``stop`` is set, then stop cleanly."""
-        if self.config.instrumentation.prometheus:
-            serve_metrics(self.metrics, self.config.instrumentation.prometheus_listen_addr)
-        book_size = Gauge(
-            "addrbook_size",
-            "Addresses in the address book (cometp2p extension).",
-            ["chain_id"],
-            namespace=self.config.instrumentation.namespace,
-            subsystem="p2p",
-            registry=self.metrics.registry,
-        ).labels(self.chain_id)
-        async with self.switch:
-            logger.info(
-                "node %s started on %s (network %s)",
-                self.node_key.node_id,
-                self.switch.node_info.listen_addr,
-                self.chain_id,
+    async def start(self) -> None:
+        """Serve metrics (if ``[instrumentation] prometheus``), then start the Switch.
+
+        Raises:
+            OSError: the listen or metrics address cannot be bound (the message names it).
+            LocalProtocolError: already started.
+        """
+        # Reactors added straight to the Switch after construction are advertised too.
+        self._refresh_node_info()
+        if self.config.instrumentation.prometheus and self.metrics_port is None:
+            self.metrics_port = serve_metrics(
+                self.metrics, self.config.instrumentation.prometheus_listen_addr
             )
-            while not stop.is_set():
-                book = getattr(self.switch.reactor("PEX"), "book", None)
-                book_size.set(len(book) if book is not None else 0)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_GAUGE_REFRESH_S):
-                        await stop.wait()
-        logger.info("node %s stopped", self.node_key.node_id)
+        await self.switch.start()
+        self._book_task = asyncio.create_task(self._refresh_book_size())
+        logger.info(
+            "node %s started on %s (network %s)",
+            self.node_key.node_id,
+            self.switch.node_info.listen_addr,
+            self.chain_id,
+        )
+
+    async def stop(self) -> None:
+        """Stop the Switch (every peer and reactor). Idempotent."""
+        if self._book_task is not None:
+            self._book_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._book_task
+            self._book_task = None
+        if self.switch.is_running:
+            await self.switch.stop()
+            logger.info("node %s stopped", self.node_key.node_id)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _refresh_book_size(self) -> None:
+        while True:
+            book = getattr(self.switch.reactor("PEX"), "book", None)
+            self._book_size.set(len(book) if book is not None else 0)
+            await asyncio.sleep(_GAUGE_REFRESH_S)
+
+    async def run(
+        self, stop: asyncio.Event, on_ready: Callable[[Node], None] | None = None
+    ) -> None:
+        """Start, call ``on_ready(self)`` once listening, run until ``stop`` is set, stop.
+
+        Raises:
+            OSError: the listen or metrics address cannot be bound.
+        """
+        async with self:
+            if on_ready is not None:
+                on_ready(self)
+            await stop.wait()

@@ -26,7 +26,12 @@ from cometp2p.cli.main import cli_errors, home_option, load_home_config, make_co
 from cometp2p.config import load_chain_id
 from cometp2p.crawler import CrawlConfig, Crawler, CrawlProgress, CrawlResult
 from cometp2p.crawler.crawler import IPNetwork
-from cometp2p.crawler.report import CrawlFiles, write_crawl_files
+from cometp2p.crawler.report import (
+    PLOT_EXTRA_NOTE,
+    CrawlFiles,
+    plot_available,
+    write_crawl_files,
+)
 from cometp2p.errors import ConfigError, NetAddressError
 from cometp2p.wire.netaddress import NetAddress
 
@@ -184,7 +189,12 @@ def _networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
     metavar="CIDR",
     help="Dial only addresses in this range (repeatable) [default: any].",
 )
-@click.option("--png/--no-png", default=True, show_default=True, help="Draw network.png.")
+@click.option(
+    "--png/--no-png",
+    default=True,
+    show_default=True,
+    help="Draw network.png (needs the plot extra: pip install 'cometp2p[plot]').",
+)
 def crawl_command(
     seeds: tuple[str, ...],
     network: str | None,
@@ -220,6 +230,9 @@ def crawl_command(
         )
         result = asyncio.run(run_crawl(crawler, seed_addrs, console))
         console.print(summary_table(result))
+        if png and not plot_available():
+            console.print(f"[yellow]note[/]: {PLOT_EXTRA_NOTE}")
+            png = False
         files = write_crawl_files(
             result, out_dir, now=datetime.now(UTC), png=png, rng=random.Random()
         )

@@ -17,14 +17,18 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import random
+import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,8 +44,9 @@ from cometp2p.cli.crawl import print_files, run_crawl, summary_table
 from cometp2p.cli.main import cli_errors
 from cometp2p.config import Config, InstrumentationConfig, P2PConfig, write_config
 from cometp2p.crawler import CrawlConfig, Crawler, CrawlResult
-from cometp2p.crawler.report import write_crawl_files
+from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
 from cometp2p.crypto.keys import NodeKey, save_node_key
+from cometp2p.errors import CometP2PError
 from cometp2p.wire.netaddress import NetAddress
 
 __all__ = ["COMMANDS", "LocalNode", "localnet_command", "scrape"]
@@ -50,24 +55,23 @@ CHAIN_ID: Final = "cometp2p-localnet"
 _POLL_S: Final = 0.5
 _CRAWL_TIMEOUT_S: Final = 5.0
 _LOOPBACK: Final = (ipaddress.ip_network("127.0.0.0/8"),)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_MAX_NODES: Final = 1000
 
 
 @dataclass
 class LocalNode:
-    """One node process of the local network."""
+    """One node process of the local network.
+
+    ``p2p_port`` and ``metrics_port`` are 0 until the node reported the ports it bound
+    (each node binds port 0 itself, so no port is ever probed and bound again later).
+    """
 
     index: int
     home: Path
     node_id: str
-    p2p_port: int
-    metrics_port: int
     seed: bool
+    p2p_port: int = 0
+    metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     peers: int = 0
     book_size: int = 0
@@ -82,6 +86,28 @@ class LocalNode:
     def moniker(self) -> str:
         """``seed`` or ``nodeN``."""
         return "seed" if self.seed else f"node{self.index}"
+
+    @property
+    def ready_file(self) -> Path:
+        """Where the node writes the ports it bound (``start --ready-file``)."""
+        return self.home / "data" / "localnet-ready.json"
+
+    @property
+    def alive(self) -> bool:
+        """The process was started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    def read_ready(self) -> bool:
+        """Pick up the bound ports once the node wrote them; True when known."""
+        if self.p2p_port:
+            return True
+        try:
+            ready = json.loads(self.ready_file.read_text())
+        except (OSError, ValueError):
+            return False
+        self.p2p_port = int(ready["p2p"][1])
+        self.metrics_port = int(ready["metrics"])
+        return True
 
 
 def scrape(port: int, timeout_s: float = 1.0) -> dict[str, float]:
@@ -101,61 +127,85 @@ def scrape(port: int, timeout_s: float = 1.0) -> dict[str, float]:
     return values
 
 
-def _prepare(out: Path, count: int, max_outbound: int) -> list[LocalNode]:
+_HOME_DIR = re.compile(r"node\d+")
+_OUTPUTS: Final = ("localnet.json", "network.json", "addrbook.json", "network.png")
+
+
+def _reset(out: Path) -> None:
+    """Fresh homes every run: remove the previous run's node homes, logs and reports.
+
+    A home left from an earlier run holds an address book of ports that no longer
+    listen; starting from it would make every node dial only dead addresses.
+    Only what localnet itself writes is removed (``nodeN/``, ``logs/``, its reports).
+    """
+    for child in out.iterdir():
+        if child.is_dir() and (_HOME_DIR.fullmatch(child.name) or child.name == "logs"):
+            shutil.rmtree(child)
+        elif child.name in _OUTPUTS:
+            child.unlink()
+
+
+def _make_nodes(out: Path, count: int) -> list[LocalNode]:
     nodes: list[LocalNode] = []
     for i in range(count):
         home = out / f"node{i}"
         key = NodeKey.generate()
-        nodes.append(LocalNode(i, home, key.node_id, _free_port(), _free_port(), seed=(i == 0)))
         save_node_key(key, home / "config" / "node_key.json")
-    seed = nodes[0]
-    for node in nodes:
-        (node.home / "data").mkdir(parents=True, exist_ok=True)
-        p2p = P2PConfig(
-            laddr=f"tcp://127.0.0.1:{node.p2p_port}",
-            seeds=() if node.seed else (seed.address,),
-            seed_mode=node.seed,
-            addr_book_strict=False,
-            allow_duplicate_ip=True,
-            max_num_outbound_peers=max_outbound,
-            flush_throttle_timeout_s=0.01,
-        )
-        instrumentation = InstrumentationConfig(
-            prometheus=True, prometheus_listen_addr=f"127.0.0.1:{node.metrics_port}"
-        )
-        write_config(
-            Config(home=node.home, moniker=node.moniker, p2p=p2p, instrumentation=instrumentation)
-        )
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        nodes.append(LocalNode(i, home, key.node_id, seed=(i == 0)))
     return nodes
 
 
-def _spawn(node: LocalNode, log_dir: Path) -> None:
-    log = (log_dir / f"{node.moniker}.log").open("wb")
-    node.process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cometp2p",
-            "start",
-            "--home",
-            str(node.home),
-            "--chain-id",
-            CHAIN_ID,
-            "--log-level",
-            "info",
-            "--pex.ensure_peers_period",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C reaches us; we stop the children ourselves
+def _write_home_config(node: LocalNode, seed: LocalNode, max_outbound: int) -> None:
+    p2p = P2PConfig(
+        laddr="tcp://127.0.0.1:0",  # the node binds an ephemeral port and reports it
+        seeds=() if node.seed else (seed.address,),
+        seed_mode=node.seed,
+        addr_book_strict=False,
+        allow_duplicate_ip=True,
+        max_num_outbound_peers=max_outbound,
+        flush_throttle_timeout_s=0.01,
     )
+    instrumentation = InstrumentationConfig(prometheus=True, prometheus_listen_addr="127.0.0.1:0")
+    write_config(
+        Config(home=node.home, moniker=node.moniker, p2p=p2p, instrumentation=instrumentation)
+    )
+
+
+def _spawn(node: LocalNode, log_dir: Path) -> None:
+    with (log_dir / f"{node.moniker}.log").open("wb") as log:
+        node.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cometp2p",
+                "start",
+                "--home",
+                str(node.home),
+                "--chain-id",
+                CHAIN_ID,
+                "--log-level",
+                "info",
+                "--pex.ensure_peers_period",
+                "1",
+                "--ready-file",
+                str(node.ready_file),
+                "--stop-with-parent",
+                str(os.getpid()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own session: a terminal's Ctrl-C or hang-up reaches localnet only, which then
+            # stops every node itself; if localnet dies without that, each node gets
+            # SIGTERM from the kernel (--stop-with-parent, PR_SET_PDEATHSIG).
+            start_new_session=True,
+        )
 
 
 def _stop_all(nodes: list[LocalNode], timeout_s: float = 5.0) -> None:
     for node in nodes:
-        if node.process is not None and node.process.poll() is None:
+        if node.alive and node.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 node.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
@@ -169,22 +219,107 @@ def _stop_all(nodes: list[LocalNode], timeout_s: float = 5.0) -> None:
             node.process.wait(2.0)
 
 
+class _InterruptedError(Exception):
+    """A stop signal reached localnet (Ctrl-C, SIGTERM, SIGHUP)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise _InterruptedError(signum)
+
+
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`_InterruptedError` while the network runs.
+
+    SIGINT is handled even when the shell started localnet in the background (where
+    Python would otherwise inherit SIG_IGN and ignore Ctrl-C's signal).
+    """
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """Shield the stopping of the nodes from a second signal (it is bounded anyway)."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_note(node: LocalNode) -> str:
+    """``nodeN exited with status S: <its last log line>``."""
+    log = node.home.parent / "logs" / f"{node.moniker}.log"
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    status = None if node.process is None else node.process.poll()
+    last = lines[-1].strip() if lines else "(no output)"
+    return f"{node.moniker} exited with status {status}: {last}"
+
+
+def _wait_ready(node: LocalNode, deadline: float) -> None:
+    """Wait (polling, bounded) until ``node`` reported its ports.
+
+    Raises:
+        CometP2PError: the node exited or did not report before ``deadline``.
+    """
+    while not node.read_ready():
+        if not node.alive:
+            raise CometP2PError(_exit_note(node))
+        if time.monotonic() > deadline:
+            raise CometP2PError(f"{node.moniker} did not start listening in time")
+        time.sleep(0.05)
+
+
+_TABLE_ROWS: Final = 40
+
+
+def _state(node: LocalNode, target: int) -> str:
+    if not node.alive:
+        return "[red]exited"
+    if not node.p2p_port:
+        return "[cyan]starting"
+    return "[green]ok" if node.peers >= target else "[yellow]joining"
+
+
 def _table(nodes: list[LocalNode], targets: dict[int, int], elapsed_s: float) -> Table:
     table = Table(title=f"cometp2p localnet — {len(nodes)} nodes — {elapsed_s:5.1f} s")
+    if len(nodes) > _TABLE_ROWS:  # one row per state: a 200-row table helps nobody
+        for column in ("state", "nodes", "peers (min / max)"):
+            table.add_column(column)
+        groups: dict[str, list[LocalNode]] = {}
+        for node in nodes:
+            groups.setdefault(_state(node, targets[node.index]), []).append(node)
+        for state, members in sorted(groups.items()):
+            peers = [n.peers for n in members]
+            table.add_row(state, str(len(members)), f"{min(peers)} / {max(peers)}")
+        return table
     for column in ("node", "node ID", "port", "peers", "target", "address book", "state"):
         table.add_column(column)
     for node in nodes:
-        alive = node.process is not None and node.process.poll() is None
-        reached = node.peers >= targets[node.index]
-        state = "[red]exited" if not alive else ("[green]ok" if reached else "[yellow]joining")
         table.add_row(
             node.moniker,
             node.node_id[:12],
-            str(node.p2p_port),
+            str(node.p2p_port or "-"),
             str(node.peers),
             str(targets[node.index]),
             str(node.book_size),
-            state,
+            _state(node, targets[node.index]),
         )
     return table
 
@@ -235,66 +370,109 @@ def _write_report(
     return path
 
 
+def _poll(nodes: list[LocalNode], pool: ThreadPoolExecutor, elapsed_s: float) -> None:
+    """Refresh every node's ports, peer count and book size from its metrics."""
+    ready = [n for n in nodes if n.read_ready()]
+    for node, values in zip(ready, pool.map(lambda n: scrape(n.metrics_port), ready), strict=True):
+        node.peers = int(values.get("cometbft_p2p_peers", 0))
+        node.book_size = int(values.get("cometbft_p2p_addrbook_size", 0))
+        node.history.append((round(elapsed_s, 2), node.peers))
+
+
 @click.command("localnet")
-@click.option("--nodes", "count", default=8, show_default=True, type=click.IntRange(3, 64))
+@click.option("--nodes", "count", default=8, show_default=True, type=click.IntRange(3, _MAX_NODES))
 @click.option(
     "--out",
     "out_dir",
     default="out/localnet",
     show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory. Each run starts from fresh homes: the previous run's nodeN/, "
+    "logs/ and reports in it are removed first.",
 )
-@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=60.0,
+    show_default=True,
+    help="Seconds, from the first node's start, for every node to reach its target.",
+)
 @click.option("--max-outbound", default=10, show_default=True, type=click.IntRange(1, 100))
 def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: int) -> None:
-    """Run N nodes on 127.0.0.1 (one seed, the rest bootstrapping from it), then crawl them."""
+    """Run N nodes on 127.0.0.1 (one seed, the rest bootstrapping from it), then crawl them.
+
+    Every run starts from fresh homes (new node keys, new address books) in --out: the
+    previous run's node homes and logs there are removed. Each node binds an ephemeral
+    port itself and reports it, so no port is ever raced for. Ctrl-C, SIGTERM and SIGHUP
+    stop every node; so does localnet dying (each node stops with its parent).
+    """
     console = Console(highlight=False)
     with cli_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
+        _reset(out_dir)
         log_dir = out_dir / "logs"
         log_dir.mkdir(exist_ok=True)
-        nodes = _prepare(out_dir, count, max_outbound)
+        nodes = _make_nodes(out_dir, count)
     targets = _targets(nodes, max_outbound)
+    seed = nodes[0]
     start = time.monotonic()
     converged = False
+    interrupted: _InterruptedError | None = None
+    failure: str | None = None
     crawl: CrawlResult | None = None
     converged_s = 0.0
     try:
-        for node in nodes:
-            _spawn(node, log_dir)
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            while True:
-                elapsed = time.monotonic() - start
-                for node in nodes:
-                    values = scrape(node.metrics_port)
-                    node.peers = int(values.get("cometbft_p2p_peers", 0))
-                    node.book_size = int(values.get("cometbft_p2p_addrbook_size", 0))
-                    node.history.append((round(elapsed, 2), node.peers))
-                live.update(_table(nodes, targets, elapsed))
-                if any(n.process is not None and n.process.poll() is not None for n in nodes):
-                    break
-                if all(n.peers >= targets[n.index] for n in nodes):
-                    converged = True
-                    break
-                if elapsed > timeout_s:
-                    break
-                time.sleep(_POLL_S)
-        converged_s = time.monotonic() - start
-        if converged:
-            console.print()
-            crawl = _crawl(nodes[0], console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        with _stop_signals_raise(), ThreadPoolExecutor(max_workers=16) as pool:
+            _write_home_config(seed, seed, max_outbound)
+            _spawn(seed, log_dir)
+            _wait_ready(seed, start + timeout_s)
+            for node in nodes[1:]:
+                _write_home_config(node, seed, max_outbound)
+                _spawn(node, log_dir)
+            with Live(console=console, refresh_per_second=4, transient=False) as live:
+                while True:
+                    elapsed = time.monotonic() - start
+                    _poll(nodes, pool, elapsed)
+                    live.update(_table(nodes, targets, elapsed))
+                    if exited := [n for n in nodes if not n.alive]:
+                        failure = "; ".join(_exit_note(n) for n in exited[:3])
+                        break
+                    if all(n.p2p_port and n.peers >= targets[n.index] for n in nodes):
+                        converged = True
+                        break
+                    if elapsed > timeout_s:
+                        break
+                    time.sleep(_POLL_S)
+            converged_s = time.monotonic() - start
+            if converged:
+                console.print()
+                crawl = _crawl(seed, console)
+    except _InterruptedError as exc:
+        interrupted = exc
+    except CometP2PError as exc:
+        failure = str(exc)
     finally:
-        _stop_all(nodes)
+        with _stop_signals_ignored():
+            _stop_all(nodes)
+    if interrupted is not None:
+        console.print(f"[yellow]interrupted[/] ({interrupted}); every node was stopped")
+        raise SystemExit(128 + interrupted.signum)
     console.print()
     report = _write_report(out_dir, nodes, converged, converged_s, crawl)
     if crawl is not None:
         console.print(summary_table(crawl))
+        png = plot_available()
+        if not png:
+            console.print(f"[yellow]note[/]: {PLOT_EXTRA_NOTE}")
         with cli_errors():
-            files = write_crawl_files(crawl, out_dir, now=datetime.now(UTC), rng=random.Random())
+            files = write_crawl_files(
+                crawl, out_dir, now=datetime.now(UTC), rng=random.Random(), png=png
+            )
         print_files(console, files)
     console.print(f"wrote {report}; node logs in {log_dir}")
+    if failure is not None:
+        console.print(f"[red]failed[/]: {failure}")
+        raise SystemExit(1)
     if not converged:
         console.print(f"[red]not converged[/] after {converged_s:.1f} s")
         raise SystemExit(1)

@@ -19,15 +19,17 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
-from rich.console import Console
 
 from cometp2p import __version__
 from cometp2p.config import CONFIG_FILE, Config, load_config, resolve_home, write_config
 from cometp2p.crypto.keys import load_node_key, load_or_generate_node_key
 from cometp2p.errors import CometP2PError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["cli_errors", "home_option", "load_home_config", "main", "make_console"]
 
@@ -68,6 +70,8 @@ def load_home_config(home: str | None) -> Config:
 
 def make_console() -> Console:
     """A rich console on stdout for human-oriented command output."""
+    from rich.console import Console  # imported on use: `start` never needs rich
+
     return Console(highlight=False)
 
 

@@ -2,15 +2,19 @@
 
 Flags mirror ``cometbft start``'s p2p flags. The network (chain ID) comes from
 ``config/genesis.json`` when the home has one (as in a ``cometbft init`` home), else from
-``--chain-id``. SIGINT or SIGTERM stops the node cleanly.
+``--chain-id``. SIGINT, SIGTERM or SIGHUP stops the node cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import os
 import signal
+import sys
+from pathlib import Path
 
 import click
 
@@ -18,6 +22,7 @@ from cometp2p.cli.main import cli_errors, home_option, load_home_config
 from cometp2p.config import Config, load_chain_id
 from cometp2p.crypto.keys import load_or_generate_node_key
 from cometp2p.errors import ConfigError
+from cometp2p.fileio import atomic_write_bytes
 from cometp2p.node import Node, default_reactors
 
 __all__ = ["COMMANDS", "configure_logging", "start_command"]
@@ -100,15 +105,48 @@ def resolve_chain_id(config: Config, flag: str | None) -> str:
     return flag or DEFAULT_CHAIN_ID
 
 
-async def _run(node: Node) -> None:
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGTERM when our parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    ``localnet`` passes its PID: if it is killed outright (SIGKILL, a crash) its nodes
+    still stop. Exits at once if the parent is already gone. Elsewhere than Linux this
+    only does the "already gone" check.
+    """
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        raise SystemExit(f"parent process {parent_pid} is gone; not starting")
+
+
+def _write_ready_file(path: Path, node: Node) -> None:
+    """Tell a supervisor (``localnet``) the ports this node actually bound."""
+    host, port = node.listen_address or ("", 0)
+    ready = {
+        "node_id": node.node_key.node_id,
+        "pid": os.getpid(),
+        "p2p": [host, port],
+        "metrics": node.metrics_port,
+    }
+    atomic_write_bytes(path, json.dumps(ready).encode())
+
+
+async def _run(node: Node, ready_file: Path | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await node.run(stop)
+        on_ready = None if ready_file is None else lambda n: _write_ready_file(ready_file, n)
+        await node.run(stop, on_ready)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
@@ -137,6 +175,15 @@ async def _run(node: Node) -> None:
     hidden=True,
     help="Seconds between PEX ensure-peers rounds (CometBFT: 30); localnet uses 1.",
 )
+@click.option("--stop-with-parent", "parent_pid", type=int, default=None, hidden=True)
+@click.option(
+    "--ready-file",
+    "ready_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    hidden=True,
+    help="Once listening, write the bound ports here as JSON (localnet binds port 0).",
+)
 def start_command(
     home: str | None,
     laddr: str | None,
@@ -148,8 +195,12 @@ def start_command(
     chain_id: str | None,
     log_level: str,
     ensure_peers_period_s: float | None,
+    ready_file: Path | None,
+    parent_pid: int | None,
 ) -> None:
-    """Run a p2p node until SIGINT or SIGTERM."""
+    """Run a p2p node until SIGINT, SIGTERM or SIGHUP."""
+    if parent_pid is not None:
+        stop_with_parent(parent_pid)
     configure_logging(log_level)
     with cli_errors():
         config = apply_flags(
@@ -169,7 +220,7 @@ def start_command(
             network,
             default_reactors(config, ensure_peers_period_s=ensure_peers_period_s),
         )
-        asyncio.run(_run(node))
+        asyncio.run(_run(node, ready_file))
 
 
 COMMANDS: tuple[click.Command, ...] = (start_command,)

@@ -10,6 +10,7 @@ dialing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from dataclasses import dataclass
@@ -17,18 +18,27 @@ from datetime import datetime
 from pathlib import Path
 
 from cometp2p.crawler.model import CrawlResult
-from cometp2p.crawler.plot import render_network_png
 from cometp2p.fileio import atomic_write_bytes
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import save_addrbook
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 
-__all__ = ["CrawlFiles", "build_addrbook", "write_crawl_files"]
+__all__ = ["PLOT_EXTRA_NOTE", "CrawlFiles", "build_addrbook", "plot_available", "write_crawl_files"]
 
 NETWORK_JSON = "network.json"
 ADDRBOOK_JSON = "addrbook.json"
 NETWORK_PNG = "network.png"
+
+
+PLOT_EXTRA_NOTE = (
+    "network.png skipped: drawing it needs the plot extra (pip install 'cometp2p[plot]')"
+)
+
+
+def plot_available() -> bool:
+    """True when the optional ``plot`` extra (matplotlib, networkx, numpy) is installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("matplotlib", "networkx"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +90,7 @@ def write_crawl_files(
         result: the crawl.
         out_dir: the directory (created if missing).
         now: the time stamped on the address-book entries (aware, UTC).
-        png: also draw the graph.
+        png: also draw the graph (needs the ``plot`` extra: see :func:`plot_available`).
         rng: randomness for the address book (default: fresh).
 
     Returns:
@@ -96,5 +106,9 @@ def write_crawl_files(
     atomic_write_bytes(network_json, (json.dumps(document, indent=2) + "\n").encode())
     addrbook_json = out / ADDRBOOK_JSON
     save_addrbook(build_addrbook(result, now=now, rng=rng or random.Random()), addrbook_json)
-    network_png = render_network_png(document, out / NETWORK_PNG) if png else None
+    network_png = None
+    if png:
+        from cometp2p.crawler.plot import render_network_png  # the optional plot extra
+
+        network_png = render_network_png(document, out / NETWORK_PNG)
     return CrawlFiles(network_json, addrbook_json, network_png)

@@ -104,6 +104,9 @@ class PexConfig:
             (v0.35: 1 s).
         adaptive_window: adaptive strategy: how many recent responses feed the
             network-size estimate.
+        seed_fallback_s: a node with no outbound peer for this long dials its seeds
+            again, even while its book holds (possibly dead) addresses; ``None``: two
+            ensure-peers periods (see :attr:`seed_fallback_after_s`).
 
     Raises:
         ConfigError: on construction, if a duration is negative or not finite where a
@@ -131,6 +134,7 @@ class PexConfig:
     adaptive_max_interval_s: float = 600.0
     adaptive_no_peers_retry_s: float = 1.0
     adaptive_window: int = 8
+    seed_fallback_s: float | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -156,6 +160,8 @@ class PexConfig:
         }
         if self.min_receive_request_interval_s is not None:
             non_negative["min_receive_request_interval_s"] = self.min_receive_request_interval_s
+        if self.seed_fallback_s is not None:
+            non_negative["seed_fallback_s"] = self.seed_fallback_s
         for name, value in non_negative.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(
@@ -173,6 +179,15 @@ class PexConfig:
         ):
             if count < 1:
                 raise ConfigError(f"pex {name}: expected at least 1, got {count}")
+
+    @property
+    def seed_fallback_after_s(self) -> float:
+        """Seconds without an outbound peer after which the seeds are dialed again
+        whatever the book holds (cometp2p; Go dials seeds only when the book yields no
+        candidate): ``seed_fallback_s``, default two ensure-peers periods."""
+        if self.seed_fallback_s is not None:
+            return self.seed_fallback_s
+        return 2 * self.ensure_peers_period_s
 
     @property
     def receive_request_interval_s(self) -> float:

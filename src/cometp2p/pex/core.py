@@ -376,6 +376,7 @@ class PexCore:
         self._crawled: dict[NodeID, datetime] = {}
         self._request_gap = timedelta(seconds=config.request_gap_s)
         self._ban_time_s = config.ban_time_s
+        self._no_outbound_since: datetime | None = None
 
     # -- requests we send ----------------------------------------------------------------
 
@@ -550,6 +551,31 @@ class PexCore:
                 continue
             chosen[addr.id] = addr
         return list(chosen.values())
+
+    def seed_fallback_due(self, num_outbound: int, now: datetime) -> float | None:
+        """Should the seeds be dialed now whatever the book holds? (seed fallback)
+
+        Called once per ensure-peers round. Go dials its seeds only when the book yields
+        no dial candidate, so a book full of dead addresses keeps a node away from its
+        seeds for good; here a node that had no outbound peer for
+        ``config.seed_fallback_after_s`` seconds dials them again (then waits as long
+        before the next fallback).
+
+        Returns:
+            The seconds spent without an outbound peer when the fallback is due, else
+            ``None`` (also when there are no seeds).
+        """
+        if num_outbound > 0 or not self.seed_addrs:
+            self._no_outbound_since = None
+            return None
+        if self._no_outbound_since is None:
+            self._no_outbound_since = now
+            return None
+        idle_s = (now - self._no_outbound_since).total_seconds()
+        if idle_s < self.config.seed_fallback_after_s:
+            return None
+        self._no_outbound_since = now
+        return idle_s
 
     def check_dial(self, addr: NetAddress, *, persistent: bool, now: datetime) -> DialVerdict:
         """May ``addr`` be dialed now? A GIVE_UP verdict bans it and clears its counter."""

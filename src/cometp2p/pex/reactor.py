@@ -647,6 +647,17 @@ class PEXReactor(Reactor):
         else:
             self._register_listen_address(switch)
         out, _inbound, dialing = switch.num_peers()
+        seeds_dialed = False
+        idle_s = self.core.seed_fallback_due(out, self._clock())
+        if idle_s is not None and not self._dialing_seeds:
+            logger.info(
+                "no outbound peer for %.1f s while the address book holds %d addresses; "
+                "dialing the seeds again",
+                idle_s,
+                len(self.book),
+            )
+            self._spawn(self._dial_seeds_task(), "pex-dial-seeds")
+            seeds_dialed = True
         num_to_dial = switch.max_num_outbound_peers - (out + dialing)
         if num_to_dial <= 0:
             return
@@ -666,7 +677,7 @@ class PEXReactor(Reactor):
             ]
             if candidates:
                 self.request_addrs(self.rng.choice(candidates))
-        if not to_dial and self.core.seed_addrs and not self._dialing_seeds:
+        if not to_dial and self.core.seed_addrs and not self._dialing_seeds and not seeds_dialed:
             self._spawn(self._dial_seeds_task(), "pex-dial-seeds")
 
     # -- internals: adaptive requests (behaviour.md §9.1) --------------------------------

@@ -54,6 +54,7 @@ from cometp2p.errors import (
     LocalProtocolError,
     NetAddressError,
     NetAddressLookupError,
+    ReactorTooLateError,
     RejectedError,
     RejectReason,
 )
@@ -279,11 +280,13 @@ class Switch:
 
         Raises:
             LocalProtocolError: a channel ID is already owned by another reactor (or
-                declared twice by this one), the name is taken, or the Switch is
-                already running.
+                declared twice by this one), or the name is taken.
+            ReactorTooLateError: the Switch is already running.
         """
         if self._running:
-            raise LocalProtocolError("add_reactor must be called before the Switch starts")
+            raise ReactorTooLateError(
+                f"reactor {name!r} added after the Switch started; add it before start()"
+            )
         if name in self._reactors:
             raise LocalProtocolError(f"a reactor named {name!r} is already registered")
         descs = reactor.get_channels()
