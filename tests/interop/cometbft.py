@@ -245,6 +245,9 @@ class CometBFTNode:
         rpc_port: its RPC listen port on 127.0.0.1.
     """
 
+    start_args: tuple[str, ...] = ("--proxy_app=kvstore",)
+    """Flags ``start`` always passes (subclasses for other node versions change them)."""
+
     def __init__(self, binary: Path, home: Path, *, p2p_port: int, rpc_port: int) -> None:
         self.binary = binary
         self.home = home
@@ -419,7 +422,7 @@ class CometBFTNode:
                     "start",
                     "--home",
                     str(self.home),
-                    "--proxy_app=kvstore",
+                    *self.start_args,
                     *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,

@@ -96,7 +96,7 @@ def test_encoded_request_is_the_go_bytes() -> None:
         (b"\xff\xff\xff", Offence.UNDECODABLE),  # truncated varint tag
         (b"\x0a\x05\x01", Offence.UNDECODABLE),  # length beyond the end
         (b"", Offence.UNKNOWN_MESSAGE),  # empty Message: no oneof member
-        (b"\x1a\x00", Offence.UNKNOWN_MESSAGE),  # v0.35's PexRequestV2 (field 3)
+        (b"\x2a\x00", Offence.UNKNOWN_MESSAGE),  # field 5: no such member
     ],
 )
 def test_malformed_bytes_disconnect_without_ban(data: bytes, offence: Offence) -> None:

@@ -11,10 +11,13 @@ Verdicts on what a peer sends (behaviour.md §4.5):
 input                                  verdict
 =====================================  ============================================
 undecodable bytes, empty/unknown oneof  disconnect (no ban), as Go's unwrap failure
-address with a bad IP or port           disconnect and ban 24 h
+address with a bad IP or port, or a     disconnect and ban 24 h
+malformed V2 URL
 more than ``max_addrs_per_message``     disconnect and ban 24 h (Go has no limit)
+(v0.35 peers: more than 100)
 PexAddrs we did not ask for             disconnect and ban 24 h
-PexRequest too soon (after two free)    disconnect and ban 24 h
+PexRequest too soon (after two free;    disconnect and ban 24 h
+v0.35 peers: within 200 ms)
 peer's own listen address unparsable    disconnect (no ban)
 unroutable / our own / private / banned the address is refused by the AddrBook and
 addresses                               counted; the peer stays
@@ -25,6 +28,11 @@ one message are skipped), a reply never contains the requester's own ID, a reque
 ever sent to a peer with no request outstanding and at least ``request_gap_s`` after the
 previous one (so that short test periods cannot flood a v0.38 peer), and a request is
 recorded before it is sent so that a quick answer is never taken as unsolicited.
+
+Tendermint v0.35 peers (:mod:`cometp2p.pex.dialect`, behaviour.md §9.1) are held to v0.35's
+rules instead: a request every 200 ms is fine, responses carry at most 100 addresses each
+way, and a ``PexRequestV2`` is answered with a ``PexResponseV2`` of URLs. A well-formed URL
+we cannot use (another transport, a host name) is refused like an unroutable address.
 """
 
 from __future__ import annotations
@@ -42,10 +50,17 @@ from google.protobuf.message import DecodeError
 from cometp2p.errors import RemoteProtocolError
 from cometp2p.pex.addrbook import ZERO_TIME, AddrBook, AddResult
 from cometp2p.pex.config import PexConfig
+from cometp2p.pex.dialect import (
+    V035_MAX_ADDRESSES,
+    PexDialect,
+    V035RequestLimiter,
+    format_pex_url,
+    parse_pex_url,
+)
 from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
-from cometp2p.wire.proto.tendermint.p2p import pex_pb2
+from cometp2p.wire.proto.tendermint.p2p import pex_pb2, types_pb2
 
 __all__ = [
     "BIAS_TO_SELECT_NEW_PEERS",
@@ -62,14 +77,18 @@ __all__ = [
     "decode_pex_message",
     "encode_pex_addrs",
     "encode_pex_request",
+    "encode_pex_response_v2",
     "ensure_peers_bias",
 ]
 
 BIAS_TO_SELECT_NEW_PEERS: Final = 30
 """Percent of new addresses in a seed's answer (behaviour.md §4.1)."""
 
-PexMessage = pex_pb2.PexRequest | pex_pb2.PexAddrs
-"""A decoded, unwrapped PEX message."""
+PexMessage = pex_pb2.PexRequest | pex_pb2.PexAddrs | pex_pb2.PexRequestV2 | pex_pb2.PexResponseV2
+"""A decoded, unwrapped PEX message (V2: tendermint v0.35, behaviour.md §9.1)."""
+
+PexResponse = pex_pb2.PexAddrs | pex_pb2.PexResponseV2
+"""An answer to a request, in either dialect."""
 
 
 class Offence(enum.Enum):
@@ -130,15 +149,30 @@ def decode_pex_message(data: bytes) -> PexMessage:
         return message.pex_request
     if which == "pex_addrs":
         return message.pex_addrs
+    if which == "pex_request_v2":
+        return message.pex_request_v2
+    if which == "pex_response_v2":
+        return message.pex_response_v2
     raise PexMisbehaviourError(
         Offence.UNKNOWN_MESSAGE,
-        f"expected pex_request or pex_addrs, got {len(data)} bytes with no known member set",
+        f"expected a PEX request or response, got {len(data)} bytes with no known member set",
     )
 
 
-def encode_pex_request() -> pex_pb2.Message:
-    """The wrapped ``PexRequest`` to send."""
+def encode_pex_request(*, v2: bool = False) -> pex_pb2.Message:
+    """The wrapped ``PexRequest`` to send (``PexRequestV2`` when ``v2``)."""
+    if v2:
+        return pex_pb2.Message(pex_request_v2=pex_pb2.PexRequestV2())
     return pex_pb2.Message(pex_request=pex_pb2.PexRequest())
+
+
+def encode_pex_response_v2(addrs: Iterable[NetAddress]) -> pex_pb2.Message:
+    """The wrapped ``PexResponseV2`` carrying ``addrs`` as ``mconn://`` URLs."""
+    return pex_pb2.Message(
+        pex_response_v2=pex_pb2.PexResponseV2(
+            addresses=[pex_pb2.PexAddressV2(url=format_pex_url(a)) for a in addrs]
+        )
+    )
 
 
 def encode_pex_addrs(addrs: Iterable[NetAddress]) -> pex_pb2.Message:
@@ -160,12 +194,15 @@ class PeerRef:
             peers; bans are applied to it (by ID).
         listen_address: the peer's self-reported ``id@listen_addr`` (NodeInfo), or
             ``None`` if it does not parse.
+        dialect: the PEX protocol it speaks (from its NodeInfo version, or v0.35 once it
+            sent a V2 message).
     """
 
     id: NodeID
     outbound: bool
     socket_address: NetAddress
     listen_address: NetAddress | None
+    dialect: PexDialect = PexDialect.V038
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +214,12 @@ class RequestDecision:
             answered this peer and is disconnecting it).
         disconnect_after_reply: seed mode, inbound requester: flush the reply, then
             stop the peer gracefully.
+        v2: answer with a ``PexResponseV2`` (the request was a ``PexRequestV2``).
     """
 
     reply: tuple[NetAddress, ...] | None
     disconnect_after_reply: bool = False
+    v2: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +409,7 @@ class PexCore:
         self.rng = rng
         self.seed_addrs: tuple[NetAddress, ...] = tuple(seed_addrs)
         self.rate_limiter = RequestRateLimiter(config.receive_request_interval_s)
+        self.v035_limiter = V035RequestLimiter()
         self.backoff = DialBackoff(config, rng)
         self._requests_sent: set[NodeID] = set()
         self._last_request_sent: dict[NodeID, datetime] = {}
@@ -410,6 +450,7 @@ class PexCore:
         self._requests_sent.discard(peer_id)
         self._last_request_sent.pop(peer_id, None)
         self.rate_limiter.forget(peer_id)
+        self.v035_limiter.forget(peer_id)
 
     # -- peers ---------------------------------------------------------------------------
 
@@ -435,26 +476,41 @@ class PexCore:
             self.book.mark_bad(peer.socket_address, self._ban_time_s, now)
         raise error
 
-    def on_request(self, peer: PeerRef, now: datetime) -> RequestDecision:
-        """A PexRequest arrived from ``peer``.
+    def max_addrs_for(self, peer: PeerRef) -> int:
+        """The most addresses sent to, or accepted from, ``peer`` in one message."""
+        limit = self.config.max_addrs_per_message
+        return min(limit, V035_MAX_ADDRESSES) if peer.dialect is PexDialect.V035 else limit
+
+    def on_request(self, peer: PeerRef, now: datetime, *, v2: bool = False) -> RequestDecision:
+        """A PexRequest (``PexRequestV2`` when ``v2``) arrived from ``peer``.
 
         Seed mode and an inbound requester: one answer biased 30 % towards new addresses,
-        then a graceful disconnect (a repeat is ignored). Otherwise the rate limit applies
-        and the answer is a random selection of the book. Answers hold at most
-        ``max_addrs_per_message`` addresses and never the requester's own ID.
+        then a graceful disconnect (a repeat is ignored). Otherwise the peer's dialect's
+        rate limit applies (v0.38: two free requests, then one per
+        ``receive_request_interval_s``; v0.35: one per 200 ms) and the answer is a random
+        selection of the book. Answers hold at most :meth:`max_addrs_for` addresses and
+        never the requester's own ID.
 
         Raises:
             PexMisbehaviourError: REQUEST_TOO_SOON (the peer's address is banned first).
         """
-        limit = self.config.max_addrs_per_message
+        limit = self.max_addrs_for(peer)
         if self.config.seed_mode and not peer.outbound:
             if self.rate_limiter.seen(peer.id):
                 return RequestDecision(None)
             self.rate_limiter.record(peer.id, now)
             selection = self.book.get_selection_with_bias(BIAS_TO_SELECT_NEW_PEERS)
             reply = tuple(a for a in selection if a.id != peer.id)[:limit]
-            return RequestDecision(reply, disconnect_after_reply=True)
-        if not self.rate_limiter.allow(peer.id, now):
+            return RequestDecision(reply, disconnect_after_reply=True, v2=v2)
+        if peer.dialect is PexDialect.V035:
+            if not self.v035_limiter.allow(peer.id, now):
+                self._punish(
+                    peer,
+                    Offence.REQUEST_TOO_SOON,
+                    "expected at most one request per 200 ms (tendermint v0.35)",
+                    now,
+                )
+        elif not self.rate_limiter.allow(peer.id, now):
             interval = self.config.receive_request_interval_s
             self._punish(
                 peer,
@@ -463,25 +519,41 @@ class PexCore:
                 now,
             )
         reply = tuple(a for a in self.book.get_selection() if a.id != peer.id)[:limit]
-        return RequestDecision(reply)
+        return RequestDecision(reply, v2=v2)
 
-    def on_addrs(self, peer: PeerRef, message: pex_pb2.PexAddrs, now: datetime) -> AddrsReport:
-        """A PexAddrs arrived from ``peer``: check it, then offer each address to the book.
+    def on_addrs(self, peer: PeerRef, message: PexResponse, now: datetime) -> AddrsReport:
+        """A PexAddrs or PexResponseV2 arrived from ``peer``: check it, then offer each
+        address to the book.
+
+        Either kind answers an outstanding request of either kind. A URL that is well
+        formed but not usable (see :func:`~cometp2p.pex.dialect.parse_pex_url`) is
+        counted as refused (INVALID).
 
         Raises:
             PexMisbehaviourError: TOO_MANY_ADDRS, MALFORMED_ADDRESS or UNSOLICITED_ADDRS
                 (the peer's address is banned first), or BAD_SOURCE (no ban).
         """
-        received = len(message.addrs)
-        limit = self.config.max_addrs_per_message
+        entries: Sequence[pex_pb2.PexAddressV2 | types_pb2.NetAddress] = (
+            message.addresses if isinstance(message, pex_pb2.PexResponseV2) else message.addrs
+        )
+        received = len(entries)
+        limit = self.max_addrs_for(peer)
         if received > limit:
             self._punish(
                 peer, Offence.TOO_MANY_ADDRS, f"expected at most {limit}, got {received}", now
             )
         addrs: list[NetAddress] = []
-        for index, proto in enumerate(message.addrs):
+        unusable = 0
+        for index, entry in enumerate(entries):
             try:
-                addrs.append(NetAddress.from_proto(proto))
+                if isinstance(entry, pex_pb2.PexAddressV2):
+                    parsed = parse_pex_url(entry.url).address
+                    if parsed is None:
+                        unusable += 1
+                        continue
+                    addrs.append(parsed)
+                else:
+                    addrs.append(NetAddress.from_proto(entry))
             except RemoteProtocolError as exc:
                 self._punish(peer, Offence.MALFORMED_ADDRESS, f"addrs[{index}]: {exc}", now)
         if peer.id not in self._requests_sent:
@@ -497,8 +569,11 @@ class PexCore:
         book = self.book
         size_before = book.size()
         seen: set[NetAddress] = set()
-        added = already_known = refused = 0
+        added = already_known = 0
+        refused = unusable
         refusals: Counter[AddrBookErrorReason] = Counter()
+        if unusable:
+            refusals[AddrBookErrorReason.INVALID] += unusable
         for addr in addrs:
             if addr in seen:
                 continue

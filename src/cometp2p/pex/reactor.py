@@ -17,6 +17,9 @@ our own addresses and the private peer IDs with the book, adds the persistent pe
 and, when a dial reaches ourselves, removes that address and remembers it as ours.
 A dial refused as a duplicate connection is not counted as a failed attempt (we are
 connected to that node).
+
+Tendermint v0.35 peers (:mod:`cometp2p.pex.dialect`) are asked with ``PexRequestV2`` and
+held to v0.35's rules; their requests are answered in the kind they came in.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -58,7 +62,9 @@ from cometp2p.pex.core import (
     decode_pex_message,
     encode_pex_addrs,
     encode_pex_request,
+    encode_pex_response_v2,
 )
+from cometp2p.pex.dialect import PexDialect, dialect_of_version
 from cometp2p.pex.errors import AddrBookError
 from cometp2p.pex.service import AddrBookSaver
 from cometp2p.pex.strategy import RoundRobinScheduler
@@ -84,6 +90,7 @@ _PEER_KEY: Final = "pex.peer"
 _CRAWL_CONCURRENCY: Final = 8
 _START_POLL_S: Final = 0.01
 _START_WAIT_S: Final = 60.0
+_CADENCE_HISTORY: Final = 1000
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware UTC datetime."""
@@ -113,6 +120,11 @@ class PexCounters:
         dials_failed: of those, the ones that failed.
         seed_dials: seed dials.
         violations: peers disconnected, by :class:`~cometp2p.pex.core.Offence`.
+        sent_by_dialect: requests we sent, by the peer's dialect (``"v0.35"``, ``"v0.38"``).
+        received_by_dialect: requests peers sent us, by their dialect.
+        refused_by_dialect: of those, the ones refused as too soon.
+        sent_times: when recent requests were sent (reactor clock), by dialect: the
+            cadence (at most :data:`_CADENCE_HISTORY` per dialect).
     """
 
     requests_sent: int = 0
@@ -124,6 +136,32 @@ class PexCounters:
     dials_failed: int = 0
     seed_dials: int = 0
     violations: Counter[Offence] = field(default_factory=Counter)
+    sent_by_dialect: Counter[str] = field(default_factory=Counter)
+    received_by_dialect: Counter[str] = field(default_factory=Counter)
+    refused_by_dialect: Counter[str] = field(default_factory=Counter)
+    sent_times: dict[str, deque[datetime]] = field(default_factory=dict)
+
+    def record_sent(self, dialect: PexDialect, now: datetime) -> None:
+        """Count one request sent to a peer of ``dialect`` at ``now``."""
+        self.requests_sent += 1
+        self.sent_by_dialect[dialect.value] += 1
+        times = self.sent_times.setdefault(dialect.value, deque(maxlen=_CADENCE_HISTORY))
+        times.append(now)
+
+    def summary(self) -> str:
+        """One line: requests sent/received/refused by dialect, and the median gap
+        between consecutive requests sent, by dialect."""
+        parts = []
+        for dialect in (PexDialect.V035.value, PexDialect.V038.value):
+            times = list(self.sent_times.get(dialect, ()))
+            gaps = sorted((b - a).total_seconds() for a, b in itertools.pairwise(times))
+            median = f"{gaps[len(gaps) // 2]:.1f}s" if gaps else "-"
+            parts.append(
+                f"{dialect}: sent={self.sent_by_dialect[dialect]} median_gap={median} "
+                f"received={self.received_by_dialect[dialect]} "
+                f"refused={self.refused_by_dialect[dialect]}"
+            )
+        return "; ".join(parts)
 
 
 def _listen_address(info: NodeInfo) -> NetAddress | None:
@@ -285,6 +323,8 @@ class PEXReactor(Reactor):
                 await task
         if self.saver is not None and self._started:
             await self.saver.stop()
+        if self._started:
+            logger.info("PEX requests: %s", self.counters.summary())
         self._started = False
 
     def init_peer(self, peer: Peer) -> None:
@@ -319,14 +359,16 @@ class PEXReactor(Reactor):
         message = envelope.message
         now = self._clock()
         try:
-            if isinstance(message, pex_pb2.PexRequest):
-                await self._on_request(peer, now)
-            elif isinstance(message, pex_pb2.PexAddrs):
+            if isinstance(message, pex_pb2.PexRequestV2 | pex_pb2.PexResponseV2):
+                self._speaks_v035(peer)
+            if isinstance(message, pex_pb2.PexRequest | pex_pb2.PexRequestV2):
+                await self._on_request(peer, now, v2=isinstance(message, pex_pb2.PexRequestV2))
+            elif isinstance(message, pex_pb2.PexAddrs | pex_pb2.PexResponseV2):
                 self._on_addrs(peer, message, now)
             else:
                 raise PexMisbehaviourError(
                     Offence.UNKNOWN_MESSAGE,
-                    f"expected PexRequest or PexAddrs, got {type(message).__name__}",
+                    f"expected a PEX request or response, got {type(message).__name__}",
                 )
         except PexMisbehaviourError as exc:
             self.counters.violations[exc.offence] += 1
@@ -357,11 +399,12 @@ class PEXReactor(Reactor):
         now = self._clock()
         if not self.core.can_request(peer.id, now):
             return False
+        dialect = self._ref(peer).dialect
         self.core.request_sent(peer.id, now)  # before sending: a fast answer is solicited
-        if not peer.try_send(PEX_CHANNEL, encode_pex_request()):
+        if not peer.try_send(PEX_CHANNEL, encode_pex_request(v2=dialect is PexDialect.V035)):
             self.core.request_not_sent(peer.id)
             return False
-        self.counters.requests_sent += 1
+        self.counters.record_sent(dialect, now)
         return True
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
@@ -398,10 +441,21 @@ class PEXReactor(Reactor):
         if isinstance(ref, PeerRef):
             return ref
         ref = PeerRef(
-            peer.id, peer.is_outbound, peer.socket_address, _listen_address(peer.node_info)
+            peer.id,
+            peer.is_outbound,
+            peer.socket_address,
+            _listen_address(peer.node_info),
+            dialect_of_version(peer.node_info.version),
         )
         peer.set(_PEER_KEY, ref)
         return ref
+
+    def _speaks_v035(self, peer: Peer) -> None:
+        """The peer sent a V2 message: from now on it is held to v0.35's rules."""
+        ref = self._ref(peer)
+        if ref.dialect is not PexDialect.V035:
+            logger.debug("[%s] sent a V2 PEX message: treated as tendermint v0.35", peer.id)
+            peer.set(_PEER_KEY, dataclasses.replace(ref, dialect=PexDialect.V035))
 
     async def _resolve_ref(self, peer: Peer) -> PeerRef:
         """The peer's ref, resolving a host name in its listen address off the loop."""
@@ -495,16 +549,29 @@ class PEXReactor(Reactor):
 
     # -- internals: receiving ------------------------------------------------------------
 
-    async def _on_request(self, peer: Peer, now: datetime) -> None:
-        decision = self.core.on_request(self._ref(peer), now)
+    async def _on_request(self, peer: Peer, now: datetime, *, v2: bool) -> None:
+        ref = self._ref(peer)
+        self.counters.received_by_dialect[ref.dialect.value] += 1
+        try:
+            decision = self.core.on_request(ref, now, v2=v2)
+        except PexMisbehaviourError:
+            self.counters.refused_by_dialect[ref.dialect.value] += 1
+            raise
         if decision.reply is None:
             return
         self.counters.requests_answered += 1
-        await peer.send(PEX_CHANNEL, encode_pex_addrs(decision.reply))
+        reply = (
+            encode_pex_response_v2(decision.reply)
+            if decision.v2
+            else encode_pex_addrs(decision.reply)
+        )
+        await peer.send(PEX_CHANNEL, reply)
         if decision.disconnect_after_reply:
             self._spawn(self._switch().stop_peer_gracefully(peer), f"pex-bye-{peer.id[:8]}")
 
-    def _on_addrs(self, peer: Peer, message: pex_pb2.PexAddrs, now: datetime) -> None:
+    def _on_addrs(
+        self, peer: Peer, message: pex_pb2.PexAddrs | pex_pb2.PexResponseV2, now: datetime
+    ) -> None:
         report: AddrsReport = self.core.on_addrs(self._ref(peer), message, now)
         counters = self.counters
         counters.addrs_received += 1

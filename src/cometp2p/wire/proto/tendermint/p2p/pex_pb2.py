@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cometp2p.wire.proto.tendermint.p2p import types_pb2 as cometp2p_dot_wire_dot_proto_dot_tendermint_dot_p2p_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,cometp2p/wire/proto/tendermint/p2p/pex.proto\x12\x0etendermint.p2p\x1a.cometp2p/wire/proto/tendermint/p2p/types.proto\"\x0c\n\nPexRequest\"5\n\x08PexAddrs\x12)\n\x05\x61\x64\x64rs\x18\x01 \x03(\x0b\x32\x1a.tendermint.p2p.NetAddress\"r\n\x07Message\x12\x31\n\x0bpex_request\x18\x01 \x01(\x0b\x32\x1a.tendermint.p2p.PexRequestH\x00\x12-\n\tpex_addrs\x18\x02 \x01(\x0b\x32\x18.tendermint.p2p.PexAddrsH\x00\x42\x05\n\x03sumb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,cometp2p/wire/proto/tendermint/p2p/pex.proto\x12\x0etendermint.p2p\x1a.cometp2p/wire/proto/tendermint/p2p/types.proto\"\x0c\n\nPexRequest\"5\n\x08PexAddrs\x12)\n\x05\x61\x64\x64rs\x18\x01 \x03(\x0b\x32\x1a.tendermint.p2p.NetAddress\"\x0e\n\x0cPexRequestV2\"\x1b\n\x0cPexAddressV2\x12\x0b\n\x03url\x18\x01 \x01(\t\"@\n\rPexResponseV2\x12/\n\taddresses\x18\x01 \x03(\x0b\x32\x1c.tendermint.p2p.PexAddressV2\"\xe4\x01\n\x07Message\x12\x31\n\x0bpex_request\x18\x01 \x01(\x0b\x32\x1a.tendermint.p2p.PexRequestH\x00\x12-\n\tpex_addrs\x18\x02 \x01(\x0b\x32\x18.tendermint.p2p.PexAddrsH\x00\x12\x36\n\x0epex_request_v2\x18\x03 \x01(\x0b\x32\x1c.tendermint.p2p.PexRequestV2H\x00\x12\x38\n\x0fpex_response_v2\x18\x04 \x01(\x0b\x32\x1d.tendermint.p2p.PexResponseV2H\x00\x42\x05\n\x03sumb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEXREQUEST']._serialized_end=124
   _globals['_PEXADDRS']._serialized_start=126
   _globals['_PEXADDRS']._serialized_end=179
-  _globals['_MESSAGE']._serialized_start=181
-  _globals['_MESSAGE']._serialized_end=295
+  _globals['_PEXREQUESTV2']._serialized_start=181
+  _globals['_PEXREQUESTV2']._serialized_end=195
+  _globals['_PEXADDRESSV2']._serialized_start=197
+  _globals['_PEXADDRESSV2']._serialized_end=224
+  _globals['_PEXRESPONSEV2']._serialized_start=226
+  _globals['_PEXRESPONSEV2']._serialized_end=290
+  _globals['_MESSAGE']._serialized_start=293
+  _globals['_MESSAGE']._serialized_end=521
 # @@protoc_insertion_point(module_scope)

@@ -17,10 +17,30 @@ class PexAddrs(_message.Message):
     addrs: _containers.RepeatedCompositeFieldContainer[_types_pb2.NetAddress]
     def __init__(self, addrs: _Optional[_Iterable[_Union[_types_pb2.NetAddress, _Mapping]]] = ...) -> None: ...
 
+class PexRequestV2(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PexAddressV2(_message.Message):
+    __slots__ = ("url",)
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
+class PexResponseV2(_message.Message):
+    __slots__ = ("addresses",)
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedCompositeFieldContainer[PexAddressV2]
+    def __init__(self, addresses: _Optional[_Iterable[_Union[PexAddressV2, _Mapping]]] = ...) -> None: ...
+
 class Message(_message.Message):
-    __slots__ = ("pex_request", "pex_addrs")
+    __slots__ = ("pex_request", "pex_addrs", "pex_request_v2", "pex_response_v2")
     PEX_REQUEST_FIELD_NUMBER: _ClassVar[int]
     PEX_ADDRS_FIELD_NUMBER: _ClassVar[int]
+    PEX_REQUEST_V2_FIELD_NUMBER: _ClassVar[int]
+    PEX_RESPONSE_V2_FIELD_NUMBER: _ClassVar[int]
     pex_request: PexRequest
     pex_addrs: PexAddrs
-    def __init__(self, pex_request: _Optional[_Union[PexRequest, _Mapping]] = ..., pex_addrs: _Optional[_Union[PexAddrs, _Mapping]] = ...) -> None: ...
+    pex_request_v2: PexRequestV2
+    pex_response_v2: PexResponseV2
+    def __init__(self, pex_request: _Optional[_Union[PexRequest, _Mapping]] = ..., pex_addrs: _Optional[_Union[PexAddrs, _Mapping]] = ..., pex_request_v2: _Optional[_Union[PexRequestV2, _Mapping]] = ..., pex_response_v2: _Optional[_Union[PexResponseV2, _Mapping]] = ...) -> None: ...
