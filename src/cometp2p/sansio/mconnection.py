@@ -54,12 +54,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from cometp2p.errors import (
+    CometP2PError,
     ConfigError,
     ConnectionBrokenError,
     ConnectionClosedError,
     LocalProtocolError,
     RemoteProtocolError,
 )
+from cometp2p.sansio.failure import as_failure, raise_again
 from cometp2p.sansio.flowrate import UNLIMITED, RateLimiter
 from cometp2p.wire.packet import (
     KIND_MSG,
@@ -270,12 +272,15 @@ class ConnectionTerminated:
     """The connection is over; always the last event.
 
     Attributes:
-        error: why the peer is at fault (malformed bytes, unknown channel, oversize
-            packet or message, pong timeout), or ``None`` for a clean end.
-        by_peer: ``False`` only when we called :meth:`MConnection.close`.
+        error: why the connection failed: a :class:`RemoteProtocolError` when the peer
+            is at fault (malformed bytes, unknown channel, oversize packet or message,
+            pong timeout), a :class:`LocalProtocolError` for an unexpected internal
+            error (see :mod:`cometp2p.sansio.failure`), or ``None`` for a clean end.
+        by_peer: ``False`` when we called :meth:`MConnection.close` or failed
+            internally.
     """
 
-    error: RemoteProtocolError | None
+    error: CometP2PError | None
     by_peer: bool
 
 
@@ -425,7 +430,7 @@ class MConnection:
         self.config = config
         self._created = now
         self._state = _OPEN
-        self._error: RemoteProtocolError | None = None
+        self._error: CometP2PError | None = None
         payload = config.max_packet_msg_payload_bytes
         self._channels: tuple[_Channel, ...] = tuple(
             _Channel(desc, i, payload) for i, desc in enumerate(channels)
@@ -559,7 +564,7 @@ class MConnection:
         return error
 
     def _terminate(
-        self, state: MConnectionState, error: RemoteProtocolError | None, by_peer: bool
+        self, state: MConnectionState, error: CometP2PError | None, by_peer: bool
     ) -> None:
         self._state = state
         self._error = error
@@ -575,8 +580,16 @@ class MConnection:
         self._flush_deadline = None
         self._pong_deadline = None
 
-    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
-        self._terminate(MConnectionState.FAILED, error, by_peer=True)
+    def _fail(self, error: CometP2PError) -> CometP2PError:
+        by_peer = isinstance(error, RemoteProtocolError)
+        self._terminate(MConnectionState.FAILED, error, by_peer=by_peer)
+        return error
+
+    def _crash(self, exc: Exception) -> CometP2PError:
+        """Fail on an exception that escaped an input method (sansio.failure's rule)."""
+        error = as_failure(exc)
+        if self._state is _OPEN:
+            self._fail(error)
         return error
 
     # ------------------------------------------------------------------ events
@@ -657,9 +670,23 @@ class MConnection:
         """Run whatever is due at ``now``: schedule a Ping, or fail on a pong timeout.
 
         Follow with :meth:`data_to_send` ``(now)``. Calling it early is harmless.
+
+        Raises:
+            CometP2PError: the connection FAILED earlier: that same error again.
         """
         if self._state is not _OPEN:
+            if self._error is not None:
+                raise_again(self._error)
             return
+        try:
+            self._on_timer(now)
+        except Exception as exc:
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _on_timer(self, now: float) -> None:
         if (
             self._pong_deadline is not None
             and now >= self._pong_deadline
@@ -682,10 +709,20 @@ class MConnection:
 
         Produces Ping/Pong first, then PacketMsgs chosen by the scheduler, as one bytes
         object of many delimited packets, within the send rate and
-        ``write_batch_bytes``. Call again until it returns ``b""``.
+        ``write_batch_bytes``. Call again until it returns ``b""`` (always, once the
+        connection is over).
         """
         if self._state is not _OPEN:
             return b""
+        try:
+            return self._produce(now)
+        except Exception as exc:
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _produce(self, now: float) -> bytes:
         if now >= self._next_decay_at:
             self._decay(now)
         out = self._out
@@ -883,11 +920,13 @@ class MConnection:
                 ``recv_message_capacity``, or closed the stream mid-packet. The
                 connection is then FAILED: messages completed before the bad packet
                 stay queued, followed by :class:`ConnectionTerminated` carrying the
-                same error, and every later call raises again.
+                same error, and every later call raises it again.
+            LocalProtocolError: an unexpected internal error (wrapped, see
+                :mod:`cometp2p.sansio.failure`); the connection is FAILED likewise.
         """
         if self._state is not _OPEN:
-            if self._state is MConnectionState.FAILED:
-                raise RemoteProtocolError(f"the connection already failed: {self._error}")
+            if self._error is not None:
+                raise_again(self._error)
             return
         if not data:
             if self._rest:
@@ -906,9 +945,11 @@ class MConnection:
         buf = self._rest + data if self._rest else data
         try:
             pos = self._parse(buf)
-        except RemoteProtocolError as exc:
-            self._fail(exc)
-            raise
+        except Exception as exc:  # the failure rule of sansio.failure
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
         self._rest = buf[pos:] if pos < len(buf) else b""
 
     def _parse(self, buf: bytes) -> int:
