@@ -12,17 +12,22 @@ from hypothesis import strategies as st
 from cometp2p.errors import LocalProtocolError, RemoteProtocolError
 from cometp2p.wire import packet as packet_module
 from cometp2p.wire.packet import (
+    KIND_MSG,
+    KIND_PING,
+    KIND_PONG,
     PING_FRAME,
     PONG_FRAME,
     Packet,
     PacketMsg,
     PacketPing,
     PacketPong,
+    PacketSpan,
     decode_packet,
     encode_packet_msg,
     max_packet_msg_size,
     packet_msg_body_size,
     packet_msg_header,
+    scan_packet,
 )
 from cometp2p.wire.proto.tendermint.p2p import conn_pb2
 from cometp2p.wire.varint import decode_uvarint, encode_uvarint
@@ -59,6 +64,16 @@ def _from_pb(pb: conn_pb2.Packet) -> Packet:
     assert which == "packet_msg"
     m = pb.packet_msg
     return PacketMsg(m.channel_id, m.eof, m.data)
+
+
+def _span_to_packet(buf: bytes, span: PacketSpan) -> Packet:
+    kind, channel_id, eof, data_start, data_end = span
+    if kind == KIND_PING:
+        return PacketPing()
+    if kind == KIND_PONG:
+        return PacketPong()
+    assert kind == KIND_MSG
+    return PacketMsg(channel_id, eof, buf[data_start:data_end])
 
 
 # ------------------------------------------------------------------ golden bytes (§4.6)
@@ -155,7 +170,7 @@ def test_byte_identity_with_protobuf_both_directions(packet: Packet) -> None:
     # protobuf reads our bytes back to the original
     assert _from_pb(conn_pb2.Packet.FromString(_strip_prefix(ours))) == packet
     # the canonical fast path and the general parser agree
-    assert packet_module._decode_general(pb_body) == packet
+    assert _span_to_packet(pb_body, packet_module._scan_general(pb_body, 0, len(pb_body))) == packet
 
 
 @given(packet_msgs)
@@ -348,3 +363,40 @@ def test_mutated_packets_raise_only_remote_protocol_error(
     except RemoteProtocolError:
         return
     assert isinstance(result, PacketPing | PacketPong | PacketMsg)
+
+
+# ------------------------------------------------ the one parser: scan_packet (offsets)
+
+
+@given(
+    st.one_of(
+        packets.map(lambda p: _to_pb(p).SerializeToString()),
+        non_canonical_msgs().map(lambda case: case[1]),
+    ),
+    st.binary(max_size=8),
+    st.binary(max_size=8),
+)
+def test_scan_packet_agrees_with_protobuf(body: bytes, before: bytes, after: bytes) -> None:
+    """The single parser, on a body inside a larger buffer, reads what protobuf reads."""
+    expected = _from_pb(conn_pb2.Packet.FromString(body))
+    buf = before + body + after
+    span = scan_packet(buf, len(before), len(before) + len(body))
+    kind, _, _, data_start, data_end = span
+    if kind == KIND_MSG:
+        assert len(before) <= data_start <= data_end <= len(before) + len(body)
+    assert _span_to_packet(buf, span) == expected
+    assert decode_packet(body) == expected
+
+
+@given(st.binary(max_size=48))
+def test_scan_packet_never_accepts_what_protobuf_refuses(body: bytes) -> None:
+    """Random bytes: if ours decodes them, protobuf decodes them to the same Packet."""
+    try:
+        span = scan_packet(body, 0, len(body))
+    except RemoteProtocolError:
+        return
+    try:
+        pb = conn_pb2.Packet.FromString(body)
+    except Exception:  # upb refuses some encodings Go accepts (e.g. 10-byte lengths)
+        return
+    assert _span_to_packet(body, span) == _from_pb(pb)

@@ -336,8 +336,9 @@ def test_forged_auth_sig_is_rejected(name: str) -> None:
         assert not isinstance(info.value, AuthenticationError)
     assert victim.stage is SecretHandshakeStage.FAILED
     assert victim.next_event() is None
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(error) as again:  # the failure rule: the same error, every time
         victim.receive_data(b"\x00")
+    assert again.value is info.value
 
 
 def test_a_valid_forged_peer_is_accepted() -> None:

@@ -54,23 +54,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from cometp2p.errors import (
+    CometP2PError,
     ConfigError,
     ConnectionBrokenError,
     ConnectionClosedError,
     LocalProtocolError,
     RemoteProtocolError,
 )
+from cometp2p.sansio.failure import as_failure, raise_again
 from cometp2p.sansio.flowrate import UNLIMITED, RateLimiter
 from cometp2p.wire.packet import (
+    KIND_MSG,
+    KIND_PING,
     MAX_CHANNEL_ID,
     PING_FRAME,
     PONG_FRAME,
-    PacketMsg,
-    PacketPing,
-    decode_packet,
     max_packet_msg_size,
     packet_msg_body_size,
     packet_msg_header,
+    scan_packet,
 )
 from cometp2p.wire.varint import decode_uvarint
 
@@ -270,12 +272,15 @@ class ConnectionTerminated:
     """The connection is over; always the last event.
 
     Attributes:
-        error: why the peer is at fault (malformed bytes, unknown channel, oversize
-            packet or message, pong timeout), or ``None`` for a clean end.
-        by_peer: ``False`` only when we called :meth:`MConnection.close`.
+        error: why the connection failed: a :class:`RemoteProtocolError` when the peer
+            is at fault (malformed bytes, unknown channel, oversize packet or message,
+            pong timeout), a :class:`LocalProtocolError` for an unexpected internal
+            error (see :mod:`cometp2p.sansio.failure`), or ``None`` for a clean end.
+        by_peer: ``False`` when we called :meth:`MConnection.close` or failed
+            internally.
     """
 
-    error: RemoteProtocolError | None
+    error: CometP2PError | None
     by_peer: bool
 
 
@@ -425,7 +430,7 @@ class MConnection:
         self.config = config
         self._created = now
         self._state = _OPEN
-        self._error: RemoteProtocolError | None = None
+        self._error: CometP2PError | None = None
         payload = config.max_packet_msg_payload_bytes
         self._channels: tuple[_Channel, ...] = tuple(
             _Channel(desc, i, payload) for i, desc in enumerate(channels)
@@ -559,7 +564,7 @@ class MConnection:
         return error
 
     def _terminate(
-        self, state: MConnectionState, error: RemoteProtocolError | None, by_peer: bool
+        self, state: MConnectionState, error: CometP2PError | None, by_peer: bool
     ) -> None:
         self._state = state
         self._error = error
@@ -575,8 +580,16 @@ class MConnection:
         self._flush_deadline = None
         self._pong_deadline = None
 
-    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
-        self._terminate(MConnectionState.FAILED, error, by_peer=True)
+    def _fail(self, error: CometP2PError) -> CometP2PError:
+        by_peer = isinstance(error, RemoteProtocolError)
+        self._terminate(MConnectionState.FAILED, error, by_peer=by_peer)
+        return error
+
+    def _crash(self, exc: Exception) -> CometP2PError:
+        """Fail on an exception that escaped an input method (sansio.failure's rule)."""
+        error = as_failure(exc)
+        if self._state is _OPEN:
+            self._fail(error)
         return error
 
     # ------------------------------------------------------------------ events
@@ -657,9 +670,23 @@ class MConnection:
         """Run whatever is due at ``now``: schedule a Ping, or fail on a pong timeout.
 
         Follow with :meth:`data_to_send` ``(now)``. Calling it early is harmless.
+
+        Raises:
+            CometP2PError: the connection FAILED earlier: that same error again.
         """
         if self._state is not _OPEN:
+            if self._error is not None:
+                raise_again(self._error)
             return
+        try:
+            self._on_timer(now)
+        except Exception as exc:
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _on_timer(self, now: float) -> None:
         if (
             self._pong_deadline is not None
             and now >= self._pong_deadline
@@ -682,10 +709,20 @@ class MConnection:
 
         Produces Ping/Pong first, then PacketMsgs chosen by the scheduler, as one bytes
         object of many delimited packets, within the send rate and
-        ``write_batch_bytes``. Call again until it returns ``b""``.
+        ``write_batch_bytes``. Call again until it returns ``b""`` (always, once the
+        connection is over).
         """
         if self._state is not _OPEN:
             return b""
+        try:
+            return self._produce(now)
+        except Exception as exc:
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _produce(self, now: float) -> bytes:
         if now >= self._next_decay_at:
             self._decay(now)
         out = self._out
@@ -883,11 +920,13 @@ class MConnection:
                 ``recv_message_capacity``, or closed the stream mid-packet. The
                 connection is then FAILED: messages completed before the bad packet
                 stay queued, followed by :class:`ConnectionTerminated` carrying the
-                same error, and every later call raises again.
+                same error, and every later call raises it again.
+            LocalProtocolError: an unexpected internal error (wrapped, see
+                :mod:`cometp2p.sansio.failure`); the connection is FAILED likewise.
         """
         if self._state is not _OPEN:
-            if self._state is MConnectionState.FAILED:
-                raise RemoteProtocolError(f"the connection already failed: {self._error}")
+            if self._error is not None:
+                raise_again(self._error)
             return
         if not data:
             if self._rest:
@@ -906,18 +945,20 @@ class MConnection:
         buf = self._rest + data if self._rest else data
         try:
             pos = self._parse(buf)
-        except RemoteProtocolError as exc:
-            self._fail(exc)
-            raise
+        except Exception as exc:  # the failure rule of sansio.failure
+            error = self._crash(exc)
+            if error is exc:
+                raise
+            raise error from exc
         self._rest = buf[pos:] if pos < len(buf) else b""
 
     def _parse(self, buf: bytes) -> int:
         """Handle every complete Packet in ``buf``; returns where the incomplete one starts.
 
-        Three tiers, fastest first: (1) the packet starts with the canonical header seen
-        last for this length on the channel of the previous packet (one dict lookup and
-        one ``startswith``); (2) the canonical PacketMsg layout parsed byte by byte;
-        (3) :func:`~cometp2p.wire.packet.decode_packet` for everything else.
+        Two tiers: (1) the packet starts with the canonical header seen last for this
+        length on the channel of the previous packet (one dict lookup and one
+        ``startswith``); (2) :func:`~cometp2p.wire.packet.scan_packet`, the one Packet
+        parser, which returns offsets into ``buf``.
         """
         n = len(buf)
         pos = 0
@@ -937,98 +978,56 @@ class MConnection:
                     length = (length & 0x7F) | (buf[start] << 7)
                     start += 1
                 else:
-                    decoded = decode_uvarint(buf, pos)
-                    if decoded is None:
-                        if n - pos >= 10:
-                            raise RemoteProtocolError("Packet length prefix longer than 10 bytes")
+                    start, length = self._long_prefix(buf, pos)
+                    if start < 0:
                         break
-                    length, start = decoded
             if length > max_packet:
-                raise RemoteProtocolError(
-                    f"Packet exceeds max size: declared {length} bytes, limit {max_packet} "
-                    f"(max_packet_msg_payload_size={self.config.max_packet_msg_payload_bytes})"
-                )
+                raise self._oversize(length)
             end = start + length
             if end > n:
                 break
             header = template.get(length)
             if header is not None and buf.startswith(header, pos):
                 data_start = pos + len(header)
+                data_end = end
                 ch = template_ch
                 eof = template_eof
-                pos = end
             else:
-                packet_start = pos
-                pos = end
-                # Canonical PacketMsg: 1a L [08 ch] [10 01] [1a len data] (wire.md §4.6).
-                # Any mismatch leaves p != end and falls through to the general decoder.
-                p = -1
-                if length > 2 and buf[start] == 0x1A:
-                    p = buf[start + 1]  # the PacketMsg length must span exactly to `end`
-                    if p < 0x80:
-                        p = start + 2 if start + 2 + p == end else -1
-                    else:
-                        b = buf[start + 2]
-                        p = (p & 0x7F) | (b << 7) if b < 0x80 else -1
-                        p = start + 3 if start + 3 + p == end else -1
-                cid = 0
-                eof = False
-                b = buf[p] if 0 <= p < end else 0
-                if b == 0x08:
-                    cid = buf[p + 1] if p + 1 < end else 0x80
-                    p = p + 2 if cid < 0x80 else -1  # ids >= 0x80: general path
-                    b = buf[p] if 0 <= p < end else 0
-                if b == 0x10 and p + 1 < end and buf[p + 1] == 0x01:
-                    eof = True
-                    p += 2
-                    b = buf[p] if p < end else 0
-                if b == 0x1A and p + 1 < end:
-                    dlen = buf[p + 1]
-                    p += 2
-                    if dlen >= 0x80:
-                        b = buf[p] if p < end else 0x80
-                        dlen = (dlen & 0x7F) | (b << 7) if b < 0x80 else end
-                        p += 1
-                    data_start = p
-                    p += dlen
-                else:
-                    data_start = p
-                if p != end:
-                    if length == 2 and buf[start + 1] == 0:
-                        if buf[start] == 0x0A:  # Ping: answer once, however many arrive
-                            self._pong_due = True
-                            continue
-                        if buf[start] == 0x12:  # Pong: whatever Ping it answers, we are alive
-                            self._pong_deadline = None
-                            continue
-                    if view is None:
-                        view = memoryview(buf)
-                    self._dispatch_general(view[start:end])
+                kind, cid, eof, data_start, data_end = scan_packet(buf, start, end)
+                if kind != KIND_MSG:
+                    if kind == KIND_PING:  # answer once, however many arrive
+                        self._pong_due = True
+                    else:  # a Pong: whatever Ping it answers, the peer is alive
+                        self._pong_deadline = None
+                    pos = end
                     continue
                 found = by_byte[cid]
                 if found is None:
                     raise self._unknown_channel(cid)
                 ch = found
-                # Remember this layout: the next packet of the same kind takes tier 1.
-                template = _rx_templates(cid, eof)
-                template_ch = ch
-                template_eof = eof
-                header = packet_msg_header(cid, eof, end - data_start)
-                if len(template) < _TEMPLATES_MAX and buf.startswith(header, packet_start):
-                    template[length] = header
-            dlen = end - data_start
+                if data_end == end:
+                    # Remember a canonical layout: the next such packet takes tier 1.
+                    header = packet_msg_header(cid, eof, end - data_start)
+                    if buf.startswith(header, pos):
+                        template = _rx_templates(cid, eof)
+                        template_ch = ch
+                        template_eof = eof
+                        if len(template) < _TEMPLATES_MAX:
+                            template[length] = header
+            pos = end
+            dlen = data_end - data_start
             ch.bytes_received += dlen
             recv_buf = ch.recv_buf
             if not recv_buf and eof:
                 if dlen > ch.recv_capacity:
                     raise self._over_capacity(ch, dlen)
-                append(MessageReceived(ch.id, buf[data_start:end]))
+                append(MessageReceived(ch.id, buf[data_start:data_end]))
                 continue
             if len(recv_buf) + dlen > ch.recv_capacity:
                 raise self._over_capacity(ch, len(recv_buf) + dlen)
             if view is None:
                 view = memoryview(buf)
-            recv_buf += view[data_start:end]
+            recv_buf += view[data_start:data_end]
             if eof:
                 ch.recv_buf = bytearray()
                 append(MessageReceived(ch.id, bytes(recv_buf)))
@@ -1037,28 +1036,22 @@ class MConnection:
         self._template_eof = template_eof
         return pos
 
-    def _dispatch_general(self, body: memoryview) -> None:
-        """Any Packet layout besides the canonical ones, via the general decoder."""
-        packet = decode_packet(body)
-        if isinstance(packet, PacketMsg):
-            ch = self._by_byte[packet.channel_id]
-            if ch is None:
-                raise self._unknown_channel(packet.channel_id)
-            data = packet.data
-            ch.bytes_received += len(data)
-            total = len(ch.recv_buf) + len(data)
-            if total > ch.recv_capacity:
-                raise self._over_capacity(ch, total)
-            if packet.eof:
-                message = bytes(ch.recv_buf) + data if ch.recv_buf else data
-                ch.recv_buf = bytearray()
-                self._events.append(MessageReceived(ch.id, message))
-            else:
-                ch.recv_buf += data
-        elif isinstance(packet, PacketPing):
-            self._pong_due = True
-        else:
-            self._pong_deadline = None
+    @staticmethod
+    def _long_prefix(buf: bytes, pos: int) -> tuple[int, int]:
+        """A length prefix of 3+ bytes: ``(body start, length)``, or ``(-1, 0)`` if cut off."""
+        decoded = decode_uvarint(buf, pos)
+        if decoded is None:
+            if len(buf) - pos >= 10:
+                raise RemoteProtocolError("Packet length prefix longer than 10 bytes")
+            return -1, 0
+        length, start = decoded
+        return start, length
+
+    def _oversize(self, length: int) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            f"Packet exceeds max size: declared {length} bytes, limit {self._max_packet} "
+            f"(max_packet_msg_payload_size={self.config.max_packet_msg_payload_bytes})"
+        )
 
     def _unknown_channel(self, channel_id: int) -> RemoteProtocolError:
         declared = ", ".join(f"{ch.id:#04x}" for ch in self._channels) or "none"

@@ -37,12 +37,14 @@ from cometp2p.crypto.keys import (
 from cometp2p.crypto.merlin import Transcript
 from cometp2p.errors import (
     AuthenticationError,
+    CometP2PError,
     FrameError,
     HandshakeError,
     HandshakeStage,
     LocalProtocolError,
     RemoteProtocolError,
 )
+from cometp2p.sansio.failure import as_failure, raise_again
 from cometp2p.types import NodeID
 from cometp2p.wire.proto.tendermint.p2p import conn_pb2
 from cometp2p.wire.varint import DelimitedReader, decode_uvarint, encode_delimited
@@ -208,7 +210,8 @@ class SecretHandshake:
     whatever :meth:`data_to_send` returns (our ephemeral key is ready at once), feed every
     received byte to :meth:`receive_data`, and poll :meth:`next_event` until it returns
     :class:`HandshakeComplete`. After that, use the event's sealer and opener; the
-    handshake object accepts no more data. A handshake that raised stays failed.
+    handshake object accepts no more data. A handshake that raised stays FAILED and raises
+    that same error on every later :meth:`receive_data`.
 
     Args:
         node_key: our Ed25519 node key; signs the challenge.
@@ -225,6 +228,7 @@ class SecretHandshake:
         "_ciphertext",
         "_eph_private",
         "_eph_public",
+        "_error",
         "_event",
         "_node_key",
         "_opener",
@@ -257,6 +261,7 @@ class SecretHandshake:
         self._opener: FrameOpener | None = None
         self._challenge = b""
         self._event: HandshakeComplete | None = None
+        self._error: CometP2PError | None = None
 
     @property
     def stage(self) -> SecretHandshakeStage:
@@ -293,7 +298,11 @@ class SecretHandshake:
                 AuthSigMessage is malformed or over 1 MiB.
             AuthenticationError: the peer's key is not a 32-byte Ed25519 key or its
                 signature does not verify over the challenge.
-            LocalProtocolError: the handshake already completed or failed.
+            LocalProtocolError: the handshake already completed; or an unexpected
+                internal error (wrapped, see :mod:`cometp2p.sansio.failure`).
+
+        After any exception the handshake is FAILED and every later call raises the
+        same error again (:mod:`cometp2p.sansio.failure`).
         """
         stage = self._stage
         if stage is SecretHandshakeStage.COMPLETE:
@@ -301,7 +310,8 @@ class SecretHandshake:
                 "handshake already complete: feed further bytes to HandshakeComplete.opener"
             )
         if stage is SecretHandshakeStage.FAILED:
-            raise LocalProtocolError("handshake already failed; the connection is dead")
+            assert self._error is not None
+            raise_again(self._error)
         try:
             if not data:
                 self._end_of_stream()
@@ -310,10 +320,13 @@ class SecretHandshake:
                 self._read_ephemeral_key()
             else:
                 self._read_auth_sig(data)
-        except RemoteProtocolError:
+        except Exception as exc:  # the failure rule of sansio.failure
+            self._error = error = as_failure(exc)
             self._stage = SecretHandshakeStage.FAILED
             self._outgoing.clear()
-            raise
+            if error is exc:
+                raise
+            raise error from exc
 
     def _end_of_stream(self) -> None:
         if self._stage is SecretHandshakeStage.AWAIT_EPHEMERAL_KEY:

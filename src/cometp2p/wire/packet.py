@@ -14,7 +14,8 @@ emits is recognised by a fast path; everything else goes through the general par
 
 The MConnection hot path does not build one object per packet: it uses
 :func:`packet_msg_header` to emit header + payload pieces into one ``b"".join`` and has
-its own inlined canonical parser, falling back to :func:`decode_packet`.
+parses with :func:`scan_packet`, which returns offsets into the received buffer instead
+of a copy (:func:`decode_packet` is the same parser, building the object).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from cometp2p.errors import LocalProtocolError, RemoteProtocolError
 from cometp2p.wire.varint import encode_uvarint
 
 __all__ = [
+    "KIND_MSG",
+    "KIND_PING",
+    "KIND_PONG",
     "MAX_CHANNEL_ID",
     "PING_FRAME",
     "PONG_FRAME",
@@ -33,11 +37,13 @@ __all__ = [
     "PacketMsg",
     "PacketPing",
     "PacketPong",
+    "PacketSpan",
     "decode_packet",
     "encode_packet_msg",
     "max_packet_msg_size",
     "packet_msg_body_size",
     "packet_msg_header",
+    "scan_packet",
 ]
 
 MAX_CHANNEL_ID: Final = 255
@@ -290,30 +296,38 @@ def _decode_empty(buf: _Buf, pos: int, end: int, message: str) -> None:
         pos = _skip(buf, pos, end, wire_type)
 
 
-def _decode_msg(buf: _Buf, pos: int, end: int) -> PacketMsg:
+# Kinds of Packet returned by scan_packet: the oneof field numbers of wire.md §4.6.
+KIND_PING: Final = 1
+KIND_PONG: Final = 2
+KIND_MSG: Final = 3
+
+PacketSpan = tuple[int, int, bool, int, int]
+"""What :func:`scan_packet` returns: ``(kind, channel_id, eof, data_start, data_end)``."""
+
+_PING_SPAN: Final[PacketSpan] = (KIND_PING, 0, False, 0, 0)
+_PONG_SPAN: Final[PacketSpan] = (KIND_PONG, 0, False, 0, 0)
+
+
+def _scan_msg(buf: _Buf, pos: int, end: int) -> PacketSpan:
     channel_id = 0
     eof = False
-    data_start = data_end = 0
+    data_start = data_end = pos
     while pos < end:
         field, wire_type, pos = _tag(buf, pos, end, "PacketMsg")
-        if field == 1:
+        if field == 1 or field == 2:
             if wire_type != 0:
+                name = "channel_id" if field == 1 else "eof"
                 raise RemoteProtocolError(
-                    f"malformed Packet: PacketMsg.channel_id has wire type {wire_type}, "
+                    f"malformed Packet: PacketMsg.{name} has wire type {wire_type}, "
                     "expected 0 (varint)"
                 )
             value, pos = _varint(buf, pos, end)
+            if field == 2:
+                eof = value != 0
+                continue
             channel_id = value & 0xFFFFFFFF  # int32 on the wire: keep the low 32 bits
             if channel_id >= 1 << 31:
                 channel_id -= 1 << 32
-        elif field == 2:
-            if wire_type != 0:
-                raise RemoteProtocolError(
-                    f"malformed Packet: PacketMsg.eof has wire type {wire_type}, "
-                    "expected 0 (varint)"
-                )
-            value, pos = _varint(buf, pos, end)
-            eof = value != 0
         elif field == 3:
             if wire_type != 2:
                 raise RemoteProtocolError(
@@ -327,13 +341,13 @@ def _decode_msg(buf: _Buf, pos: int, end: int) -> PacketMsg:
             pos = _skip(buf, pos, end, wire_type)
     if not 0 <= channel_id <= MAX_CHANNEL_ID:
         raise RemoteProtocolError(f"unknown channel {channel_id}: channel ids are 0..255")
-    return PacketMsg(channel_id, eof, bytes(buf[data_start:data_end]))
+    return KIND_MSG, channel_id, eof, data_start, data_end
 
 
-def _decode_general(buf: _Buf) -> Packet:
-    end = len(buf)
-    pos = 0
-    result: Packet | None = None
+def _scan_general(buf: _Buf, start: int, end: int) -> PacketSpan:
+    """Any valid proto3 encoding of a Packet, the way Go's generated Unmarshal reads it."""
+    pos = start
+    result: PacketSpan | None = None
     while pos < end:
         field, wire_type, pos = _tag(buf, pos, end, "Packet")
         if field in (1, 2, 3):
@@ -346,67 +360,84 @@ def _decode_general(buf: _Buf) -> Packet:
             sub_end = pos + length
             # A repeated oneof member replaces the earlier one, as in Go's Unmarshal.
             if field == 3:
-                result = _decode_msg(buf, pos, sub_end)
+                result = _scan_msg(buf, pos, sub_end)
             elif field == 1:
                 _decode_empty(buf, pos, sub_end, "PacketPing")
-                result = _PING
+                result = _PING_SPAN
             else:
                 _decode_empty(buf, pos, sub_end, "PacketPong")
-                result = _PONG
+                result = _PONG_SPAN
             pos = sub_end
         else:
             pos = _skip(buf, pos, end, wire_type)
     if result is None:
         raise RemoteProtocolError(
-            f"unknown message type: Packet of {end} bytes has no ping, pong or msg set"
+            f"unknown message type: Packet of {end - start} bytes has no ping, pong or msg set"
         )
     return result
 
 
-def _decode_canonical(buf: _Buf) -> PacketMsg | None:
-    """Parse the exact layout Go emits for a PacketMsg; None when it is anything else."""
-    end = len(buf)
-    if end < 2 or buf[0] != 0x1A:
-        return None
-    inner = buf[1]
-    pos = 2
-    if inner >= 0x80:
-        if end < 3 or buf[2] >= 0x80:
-            return None
-        inner = (inner & 0x7F) | (buf[2] << 7)
-        pos = 3
-    if pos + inner != end:
-        return None
-    channel_id = 0
-    if pos < end and buf[pos] == 0x08:
-        if pos + 1 >= end:
-            return None
-        channel_id = buf[pos + 1]
-        pos += 2
-        if channel_id >= 0x80:
-            if pos >= end or buf[pos] != 0x01:
-                return None  # ids 128..255 end in 0x01; anything else is general
-            pos += 1
-            channel_id &= 0x7F
-            channel_id |= 0x80
-    eof = False
-    if pos + 1 < end and buf[pos] == 0x10 and buf[pos + 1] == 0x01:
-        eof = True
-        pos += 2
-    if pos == end:
-        return PacketMsg(channel_id, eof, b"")
-    if buf[pos] != 0x1A or pos + 1 >= end:
-        return None
-    length = buf[pos + 1]
-    pos += 2
-    if length >= 0x80:
-        if pos >= end or buf[pos] >= 0x80:
-            return None
-        length = (length & 0x7F) | (buf[pos] << 7)
-        pos += 1
-    if pos + length != end or length == 0:
-        return None
-    return PacketMsg(channel_id, eof, bytes(buf[pos:end]))
+def scan_packet(buf: _Buf, start: int, end: int) -> PacketSpan:
+    """Parse the Packet body ``buf[start:end]`` into offsets, copying nothing.
+
+    The one Packet parser: :func:`decode_packet` and the MConnection's receive path both
+    use it. The canonical layout Go emits (``1a L [08 ch] [10 01] [1a len data]``, wire.md
+    §4.6) is recognised by a fast path of a few byte comparisons; any other valid proto3
+    encoding goes through the general parser (unknown fields skipped, last occurrence
+    wins, varints of any legal length).
+
+    Args:
+        buf: the buffer holding the body.
+        start: index of the body's first byte.
+        end: index just past its last byte (``start <= end <= len(buf)``).
+
+    Returns:
+        ``(kind, channel_id, eof, data_start, data_end)``: ``kind`` is :data:`KIND_PING`,
+        :data:`KIND_PONG` or :data:`KIND_MSG`; for a PacketMsg the chunk payload is
+        ``buf[data_start:data_end]`` (other kinds: zeros).
+
+    Raises:
+        RemoteProtocolError: the body is not a valid ``Packet``, sets no oneof member,
+            or carries a channel id outside 0..255.
+    """
+    # Canonical PacketMsg; any mismatch falls through to the general parser.
+    if end - start > 2 and buf[start] == 0x1A:
+        p = buf[start + 1]  # the PacketMsg length must span exactly to `end`
+        if p < 0x80:
+            p = start + 2 if start + 2 + p == end else -1
+        else:
+            b = buf[start + 2]
+            p = (p & 0x7F) | (b << 7) if b < 0x80 else -1
+            p = start + 3 if start + 3 + p == end else -1
+        if 0 < p < end:
+            cid = 0
+            eof = False
+            if buf[p] == 0x08 and p + 1 < end:
+                cid = buf[p + 1]
+                p += 2
+                if cid >= 0x80:  # ids 128..255 are two-byte varints ending in 0x01
+                    cid = (cid & 0x7F) | 0x80 if p < end and buf[p] == 0x01 else -1
+                    p += 1
+            if p + 1 < end and buf[p] == 0x10 and buf[p + 1] == 0x01:
+                eof = True
+                p += 2
+            if p == end and cid >= 0:
+                return KIND_MSG, cid, eof, end, end
+            if p + 1 < end and buf[p] == 0x1A and cid >= 0:
+                dlen = buf[p + 1]
+                p += 2
+                if dlen >= 0x80:
+                    b = buf[p] if p < end else 0x80
+                    dlen = (dlen & 0x7F) | (b << 7) if b < 0x80 else 0
+                    p += 1
+                if dlen and p + dlen == end:
+                    return KIND_MSG, cid, eof, p, end
+    elif end - start == 2 and buf[start + 1] == 0:
+        if buf[start] == 0x0A:
+            return _PING_SPAN
+        if buf[start] == 0x12:
+            return _PONG_SPAN
+    return _scan_general(buf, start, end)
 
 
 def decode_packet(body: bytes | bytearray | memoryview) -> Packet:
@@ -422,11 +453,7 @@ def decode_packet(body: bytes | bytearray | memoryview) -> Packet:
         RemoteProtocolError: the body is not a valid ``Packet``, sets no oneof member
             ("unknown message type", as Go says), or carries a channel id outside 0..255.
     """
-    if body == b"\x0a\x00":
-        return _PING
-    if body == b"\x12\x00":
-        return _PONG
-    fast = _decode_canonical(body)
-    if fast is not None:
-        return fast
-    return _decode_general(body)
+    kind, channel_id, eof, data_start, data_end = scan_packet(body, 0, len(body))
+    if kind == KIND_MSG:
+        return PacketMsg(channel_id, eof, bytes(body[data_start:data_end]))
+    return _PING if kind == KIND_PING else _PONG
