@@ -155,6 +155,7 @@ class TrustMetricStore:
         self._next_save = now + SAVE_PERIOD_S
         self._now = now
         self._closed = False
+        self._pause_pending: set[str] = set()
         target = ":memory:" if path is None else str(path)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,10 +213,29 @@ class TrustMetricStore:
         if node_id:
             self._metrics[node_id] = metric
 
-    def peer_disconnected(self, node_id: str) -> None:
-        """Pause the metric of ``node_id``, if any (Go's ``PeerDisconnected``)."""
+    def peer_connected(self, node_id: str) -> TrustMetric:
+        """The metric of a peer that just connected (created if absent); a pause still
+        pending from its last disconnect is dropped."""
+        self._pause_pending.discard(node_id)
+        return self.metric(node_id)
+
+    def peer_disconnected(self, node_id: str, *, at_interval_end: bool = False) -> None:
+        """Pause the metric of ``node_id``, if any (Go's ``PeerDisconnected``).
+
+        Args:
+            node_id: the peer.
+            at_interval_end: pause when the current interval ends instead of now, so the
+                events of the interval in which the peer left (the errors it was stopped
+                for) still enter its history. Go pauses at once, and its next event
+                clears the interval's counts: a peer that misbehaves and is dropped
+                within one interval would never have a bad interval recorded.
+        """
         m = self._metrics.get(node_id)
-        if m is not None:
+        if m is None:
+            return
+        if at_interval_end:
+            self._pause_pending.add(node_id)
+        else:
             m.pause()
 
     def __len__(self) -> int:
@@ -244,8 +264,12 @@ class TrustMetricStore:
             TrustStoreError: the save failed (the metrics in memory are kept).
         """
         self._now = now
-        for m in self._metrics.values():
+        for node_id, m in self._metrics.items():
+            due = now >= m.get_timer()
             m.handle_timer(now)
+            if due and node_id in self._pause_pending:
+                self._pause_pending.discard(node_id)
+                m.pause()
         if now >= self._next_save:
             self._next_save = now + SAVE_PERIOD_S
             self.save()
@@ -283,8 +307,9 @@ class TrustMetricStore:
             raise self._error("cannot read", exc) from exc
         return {str(k): float(v) for k, v in rows}
 
-    def close(self) -> None:
-        """Save and close. Idempotent; the store is unusable afterwards.
+    def close(self, *, save: bool = True) -> None:
+        """Save (unless ``save`` is False: a read-only look) and close. Idempotent; the
+        store is unusable afterwards.
 
         Raises:
             TrustStoreError: the final save failed (the connection is closed anyway).
@@ -293,7 +318,8 @@ class TrustMetricStore:
             return
         self._closed = True
         try:
-            self.save()
+            if save:
+                self.save()
         finally:
             self._db.close()
 
