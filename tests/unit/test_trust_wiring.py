@@ -230,3 +230,25 @@ def test_trust_cli_show_export_import(tmp_path: Path) -> None:
     refused = runner.invoke(main, ["trust", "import", "--home", str(other), str(bad)])
     assert refused.exit_code == 1
     assert "intervals" in refused.output
+
+
+async def test_a_corrupt_store_does_not_stop_the_node(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "trust_metric.sqlite"
+    db.parent.mkdir()
+    db.write_bytes(b"\x00garbage" * 500)
+    trust = TrustReactor(CFG, db_path=db)
+    make_switch([("TRUST", trust)])
+    await trust.start()
+    try:
+        assert trust.store_error is not None
+        assert trust.store is not None
+        assert len(trust.store) == 0
+        peer = FakePeer(addr(1).id, addr(1))
+        await trust.add_peer(cast(Peer, peer))
+        await trust.remove_peer(cast(Peer, peer), None)
+    finally:
+        await trust.stop()
+    assert [p.name for p in db.parent.iterdir() if ".corrupt-" in p.name]
+    reopened = TrustMetricStore(db)
+    assert addr(1).id in list(reopened)
+    reopened.close(save=False)

@@ -323,6 +323,12 @@ class TrustMetricStore:
         finally:
             self._db.close()
 
+    def __enter__(self) -> TrustMetricStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def export_go_json(self) -> bytes:
         """The store as Go's ``trustMetricStore`` value: ``{id: {intervals, history}}``.
 
