@@ -282,7 +282,8 @@ class TrustReactor(Reactor):
         if metric is None or peer.id not in self._connected:
             return
         metric.good_events(1)
-        if isinstance(envelope.message, pex_pb2.PexAddrs) and peer.is_running:
+        answer = (pex_pb2.PexAddrs, pex_pb2.PexResponseV2)
+        if isinstance(envelope.message, answer) and peer.is_running:
             metric.good_events(1)  # it answered our request (an unsolicited one stops it)
 
     def _distrust(self, node_id: NodeID, address: NetAddress, score: int) -> None:
