@@ -173,4 +173,15 @@ async def test_protocol_errors_sink_a_peer_while_an_honest_one_stays_at_100(
     assert store.metric(m.id).history_value < 0.5
     assert store.metric(h.id).history_value == 1.0
     assert store.metric(h.id).trust_score() == 100
+    assert set(store.bans()) == {m.id}
     store.close(save=False)
+    # A restarted node still neither dials nor gossips the bad peer.
+    again = TrustReactor(TRUST, db_path=tmp_path / "data" / "trust.sqlite")
+    make_switch([("TRUST", again)])
+    await again.start()
+    try:
+        assert again.is_distrusted(m.id)
+        assert not again.allows(m.id)
+        assert again.allows(h.id)
+    finally:
+        await again.stop()

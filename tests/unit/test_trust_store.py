@@ -240,3 +240,19 @@ def test_kill_9_between_saves_loses_at_most_the_last_minute(tmp_path: Path) -> N
         assert snap.intervals == intervals
         assert repr(list(snap.history)) == history
     store.close()
+
+
+def test_bans_are_saved_and_expire(tmp_path: Path) -> None:
+    path = tmp_path / "trust.sqlite"
+    clock = [1000.0]
+    with TrustMetricStore(path, wall_clock=lambda: clock[0]) as store:
+        store.set_ban(A, 1500.0)
+        store.set_ban(B, 1100.0)
+    with TrustMetricStore(path, wall_clock=lambda: clock[0]) as store:
+        assert store.bans() == {A: 1500.0, B: 1100.0}
+        clock[0] = 1200.0  # B's ban is over by the next save
+        store.set_ban(A, None)
+        store.save()
+        assert store.bans() == {}
+    with TrustMetricStore(path) as store:
+        assert store.bans() == {}

@@ -14,7 +14,8 @@ No CometBFT version wires ``p2p/trust`` to anything (behaviour.md §6); this is 
   A bad event that leaves a peer's score below ``[trust] min_score`` distrusts it for
   ``[trust] ban_time``: PEX neither dials it nor hands its address out, and its address
   is marked bad in the AddrBook. After that time it may be dialed again, on probation,
-  until its next bad event. Persistent and unconditional peers are never distrusted
+  until its next bad event. Verdicts are saved with the metrics, so a restart keeps them.
+  Persistent and unconditional peers are never distrusted
   (their score is still kept and shown). Inbound connections are not refused: a peer can
   earn its trust back.
 * ``<namespace>_p2p_peer_trust_score{chain_id, peer_id}``: the score of each connected
@@ -152,6 +153,10 @@ class TrustReactor(Reactor):
                 self.db_path, self.metric_config, now=now, wall_clock=self._wall_clock
             )
         logger.info("trust store: %d peers loaded from %s", len(self.store), self.db_path)
+        wall = self._wall_clock()
+        for node_id, until in self.store.bans().items():
+            if until > wall:  # resume the verdicts of the previous run
+                self._distrusted_until[node_id] = now + (until - wall)
         switch.delivery_observers.append(self._on_delivered)
         core = getattr(switch.reactor("PEX"), "core", None)
         if isinstance(core, PexCore):
@@ -237,6 +242,7 @@ class TrustReactor(Reactor):
             if now < until:
                 return False
             del self._distrusted_until[node_id]
+            self._store().set_ban(node_id, None)
             self._probation.add(node_id)
             logger.info("[%s] trust: ban over, on probation", node_id)
             return True
@@ -245,6 +251,7 @@ class TrustReactor(Reactor):
         metric = self._store().get(node_id)
         if metric is not None and metric.trust_score() < self.config.min_score:
             self._distrusted_until[node_id] = now + self.config.ban_time_s
+            self._store().set_ban(node_id, self._wall_clock() + self.config.ban_time_s)
             return False
         return True
 
@@ -290,6 +297,7 @@ class TrustReactor(Reactor):
         already = self.is_distrusted(node_id)
         self._probation.discard(node_id)
         self._distrusted_until[node_id] = self._clock() + self.config.ban_time_s
+        self._store().set_ban(node_id, self._wall_clock() + self.config.ban_time_s)
         if already:
             return  # the ban is extended; the book ban was set the first time
         banned = False

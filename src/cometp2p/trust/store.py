@@ -6,6 +6,8 @@ journal) in the home's ``data/`` directory::
 
     trust_metric(node_id TEXT PRIMARY KEY, intervals INTEGER, history TEXT, updated_at REAL)
 
+plus our own ``trust_ban(node_id, until)``: the wiring's distrust verdicts, so that a
+restart keeps them (Go has no such thing; the AddrBook forgets its bans on restart).
 ``history`` is the JSON array of Go's ``MetricHistoryJSON.history``; ``updated_at`` is the
 wall-clock UNIX time of the save that wrote the row. The store is loaded when opened,
 saved every :data:`SAVE_PERIOD_S` (driven by :meth:`TrustMetricStore.handle_timer`) and on
@@ -52,14 +54,23 @@ DEFAULT_TRUST_DB_FILE: Final = "data/trust_metric.sqlite"
 LOCK_TIMEOUT_S: Final = 2.0
 """How long a write waits for another process's lock before the database counts as locked."""
 
-_SCHEMA: Final = """
+_SCHEMA: Final = (
+    """
 CREATE TABLE IF NOT EXISTS trust_metric (
     node_id TEXT PRIMARY KEY NOT NULL,
     intervals INTEGER NOT NULL CHECK (intervals >= 0),
     history TEXT NOT NULL,
     updated_at REAL NOT NULL
 )
-"""
+""",
+    # Our own: distrust verdicts of the wiring (trust/reactor.py), so a restart keeps them.
+    """
+CREATE TABLE IF NOT EXISTS trust_ban (
+    node_id TEXT PRIMARY KEY NOT NULL,
+    until REAL NOT NULL
+)
+""",
+)
 
 
 class TrustStoreError(CometP2PError):
@@ -156,6 +167,7 @@ class TrustMetricStore:
         self._now = now
         self._closed = False
         self._pause_pending: set[str] = set()
+        self._bans: dict[str, float] = {}
         target = ":memory:" if path is None else str(path)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +179,12 @@ class TrustMetricStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._transaction():
-                self._db.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
             rows = self._db.execute(
                 "SELECT node_id, intervals, history FROM trust_metric"
             ).fetchall()
+            ban_rows = self._db.execute("SELECT node_id, until FROM trust_ban").fetchall()
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error("cannot read", exc) from exc
@@ -180,6 +194,8 @@ class TrustMetricStore:
                     str(node_id), {"intervals": intervals, "history": json.loads(history)}
                 )
                 self._metrics[str(node_id)] = TrustMetric(self.config, now=now, history=hist)
+            for node_id, until in ban_rows:
+                self._bans[str(node_id)] = float(until)
         except (TrustStoreError, ValueError, TypeError) as exc:
             self._db.close()
             raise TrustStoreError(f"trust database {path} holds a bad row: {exc}", path) from exc
@@ -238,6 +254,21 @@ class TrustMetricStore:
         else:
             m.pause()
 
+    def set_ban(self, node_id: str, until: float | None) -> None:
+        """Record that ``node_id`` is distrusted until UNIX time ``until`` (None: lift it).
+
+        Saved with the metrics (table ``trust_ban``).
+        """
+        if until is None:
+            self._bans.pop(node_id, None)
+        else:
+            self._bans[node_id] = until
+
+    def bans(self) -> dict[str, float]:
+        """Distrust verdicts by peer: UNIX time each ends (expired ones included until the
+        next save drops them)."""
+        return dict(self._bans)
+
     def __len__(self) -> int:
         return len(self._metrics)
 
@@ -283,6 +314,9 @@ class TrustMetricStore:
             TrustStoreError: the write failed or the database stayed locked.
         """
         updated_at = self._wall_clock()
+        for node_id in [k for k, until in self._bans.items() if until <= updated_at]:
+            del self._bans[node_id]
+        bans = list(self._bans.items())
         rows = [
             (node_id, snap.intervals, json.dumps(list(snap.history)), updated_at)
             for node_id, snap in ((k, m.history_json()) for k, m in self._metrics.items())
@@ -296,6 +330,8 @@ class TrustMetricStore:
                     "updated_at = excluded.updated_at",
                     rows,
                 )
+                self._db.execute("DELETE FROM trust_ban")
+                self._db.executemany("INSERT INTO trust_ban (node_id, until) VALUES (?, ?)", bans)
         except sqlite3.Error as exc:
             raise self._error("cannot write", exc) from exc
 
