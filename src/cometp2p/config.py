@@ -36,6 +36,7 @@ __all__ = [
     "FuzzConnConfig",
     "InstrumentationConfig",
     "P2PConfig",
+    "TrustConfig",
     "default_moniker",
     "format_go_duration",
     "load_chain_id",
@@ -246,6 +247,40 @@ class InstrumentationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """The ``[trust]`` keys (cometp2p's own; CometBFT ignores the table), behaviour.md §6.
+
+    The metric's weights and intervals are validated by
+    :class:`~cometp2p.trust.config.TrustMetricConfig` when the node is built.
+    """
+
+    enabled: bool = True
+    """``enabled``, default ``true``: keep per-peer trust metrics and let them decide."""
+    db_file: str = "data/trust_metric.sqlite"
+    """``db_file``, default ``"data/trust_metric.sqlite"``: the SQLite store."""
+    min_score: int = 50
+    """``min_score``, default 50: below it a peer is not dialed nor gossiped and is banned."""
+    ban_time_s: float = 86_400.0
+    """``ban_time``, default ``"24h0m0s"``: how long a distrusted peer stays excluded."""
+    proportional_weight: float = 0.4
+    """``proportional_weight``, default 0.4 (Go's ``ProportionalWeight``)."""
+    integral_weight: float = 0.6
+    """``integral_weight``, default 0.6 (Go's ``IntegralWeight``)."""
+    interval_length_s: float = 60.0
+    """``interval_length``, default ``"1m0s"`` (Go's ``IntervalLength``)."""
+    tracking_window_s: float = 14 * 86_400.0
+    """``tracking_window``, default ``"336h0m0s"`` (Go's ``TrackingWindow``, 14 days)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_score <= 100:
+            raise ConfigError(f"trust.min_score: expected 0..100, got {self.min_score}")
+        if self.ban_time_s < 0:
+            raise ConfigError(
+                f"trust.ban_time: expected a non-negative value, got {self.ban_time_s}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A node's configuration: home, the base keys we use, ``[p2p]``, ``[instrumentation]``."""
 
@@ -267,6 +302,8 @@ class Config:
     """The ``[p2p]`` section."""
     instrumentation: InstrumentationConfig = InstrumentationConfig()
     """The ``[instrumentation]`` section."""
+    trust: TrustConfig = TrustConfig()
+    """The ``[trust]`` section (cometp2p only)."""
 
     def path(self, name: str) -> Path:
         """Resolve a config file name against the home (absolute names are kept)."""
@@ -291,6 +328,11 @@ class Config:
     def addr_book_path(self) -> Path:
         """``p2p.addr_book_file`` resolved against the home."""
         return self.path(self.p2p.addr_book_file)
+
+    @property
+    def trust_db_path(self) -> Path:
+        """``trust.db_file`` resolved against the home."""
+        return self.path(self.trust.db_file)
 
     @property
     def data_dir(self) -> Path:
@@ -419,6 +461,17 @@ _INSTRUMENTATION_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], 
     ("namespace", "namespace", _as_str),
 )
 
+_TRUST_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
+    ("enabled", "enabled", _as_bool),
+    ("db_file", "db_file", _as_str),
+    ("min_score", "min_score", _as_int),
+    ("ban_time", "ban_time_s", _as_duration),
+    ("proportional_weight", "proportional_weight", _as_float),
+    ("integral_weight", "integral_weight", _as_float),
+    ("interval_length", "interval_length_s", _as_duration),
+    ("tracking_window", "tracking_window_s", _as_duration),
+)
+
 
 def _load_fields(
     cls: type[_T],
@@ -459,6 +512,7 @@ def _parse_config(home: Path, doc: _Table) -> Config:
         ),
         p2p=p2p,
         instrumentation=instrumentation,
+        trust=_load_fields(TrustConfig, _section(doc, "trust"), "trust.", _TRUST_KEYS),
     )
 
 
@@ -532,6 +586,7 @@ def render_config_toml(cfg: Config) -> str:
         "tx_index": {"indexer": cfg.tx_index_indexer},
         "p2p": p2p,
         "instrumentation": _render_fields(cfg.instrumentation, _INSTRUMENTATION_KEYS),
+        "trust": _render_fields(cfg.trust, _TRUST_KEYS),
     }
     header = (
         "# cometp2p node configuration, in CometBFT v0.38's config.toml layout.\n"

@@ -69,7 +69,8 @@ def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> int:
 def default_reactors(
     config: Config, *, ensure_peers_period_s: float | None = None
 ) -> list[tuple[str, Reactor]]:
-    """The reactors ``cometp2p start`` runs: PEX (with the address book) when ``[p2p] pex``.
+    """The reactors ``cometp2p start`` runs: PEX (with the address book) when ``[p2p] pex``,
+    then the trust metrics when ``[trust] enabled``.
 
     Args:
         config: the node configuration.
@@ -77,7 +78,17 @@ def default_reactors(
 
     Raises:
         AddrBookFileError: the address book file exists but is unusable.
+        ConfigError: the ``[trust]`` metric settings are invalid.
     """
+    reactors = _pex_reactors(config, ensure_peers_period_s)
+    if config.trust.enabled:
+        from cometp2p.trust.reactor import TrustReactor
+
+        reactors.append(("TRUST", TrustReactor.from_config(config)))
+    return reactors
+
+
+def _pex_reactors(config: Config, ensure_peers_period_s: float | None) -> list[tuple[str, Reactor]]:
     if not config.p2p.pex:
         return []
     from cometp2p.pex.config import PexConfig

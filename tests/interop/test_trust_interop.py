@@ -194,3 +194,4 @@ def test_store_json_moves_between_go_and_us(trustharness: Path) -> None:
         assert m.trust_value() == float(loaded)
         m.next_time_interval()
         assert m.trust_value() == float(after_tick)
+    ours.close(save=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,7 +45,8 @@ def test_sqlite_round_trip(tmp_path: Path) -> None:
     before = {k: (m.history_json(), m.trust_value()) for k, m in store.items()}
     store.close()
     store.close()  # idempotent
-    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     again = TrustMetricStore(path)
     after = {k: (m.history_json(), m.trust_value()) for k, m in again.items()}
     assert after == before
@@ -64,6 +66,7 @@ def test_periodic_save_every_minute(tmp_path: Path) -> None:
     rows = reader.execute("SELECT node_id, intervals FROM trust_metric").fetchall()
     assert rows == [(A, 1)]
     store.close()
+    reader.close()
 
 
 def test_go_json_export_and_import(tmp_path: Path) -> None:
@@ -83,7 +86,9 @@ def test_go_json_export_and_import(tmp_path: Path) -> None:
         assert other.metric(key).trust_value() == m.trust_value()
     assert other.export_go_json() == exported
     other.close()
-    assert len(TrustMetricStore(tmp_path / "t.sqlite")) == 3
+    store.close()
+    with TrustMetricStore(tmp_path / "t.sqlite") as reopened:
+        assert len(reopened) == 3
 
 
 @pytest.mark.parametrize(
@@ -101,18 +106,18 @@ def test_go_json_export_and_import(tmp_path: Path) -> None:
     ],
 )
 def test_malformed_go_json_is_a_clear_error(bad: bytes) -> None:
-    store = TrustMetricStore(None)
-    with pytest.raises(TrustStoreError):
-        store.import_go_json(bad)
-    assert len(store) == 0
+    with TrustMetricStore(None) as store:
+        with pytest.raises(TrustStoreError):
+            store.import_go_json(bad)
+        assert len(store) == 0
 
 
 def test_go_json_intervals_zero_is_not_nan() -> None:
     parsed = parse_go_json(b'{"p": {"intervals": 0, "history": null}}')
     assert parsed == {"p": TrustHistory(0, ())}
-    store = TrustMetricStore(None)
-    store.import_go_json(b'{"p": {"intervals": 0, "history": [0.5]}}')
-    assert store.metric("p").trust_score() == 100
+    with TrustMetricStore(None) as store:
+        store.import_go_json(b'{"p": {"intervals": 0, "history": [0.5]}}')
+        assert store.metric("p").trust_score() == 100
 
 
 @pytest.mark.parametrize("damage", ["garbage", "bad_row"])
@@ -123,7 +128,7 @@ def test_corrupt_database_is_moved_aside(tmp_path: Path, damage: str) -> None:
     else:
         s = TrustMetricStore(path)
         s.close()
-        with sqlite3.connect(path) as db:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
             db.execute("INSERT INTO trust_metric VALUES ('x', 1, '{not json', 0)")
     original = path.read_bytes()
     with pytest.raises(TrustStoreError, match="trust database"):
@@ -142,7 +147,8 @@ def test_corrupt_database_is_moved_aside(tmp_path: Path, damage: str) -> None:
         assert aside[0].read_bytes() == original
     store.metric(A).good_events(1)  # the new store works and persists
     store.close()
-    assert A in TrustMetricStore(path)
+    with TrustMetricStore(path) as reopened:
+        assert A in list(reopened)
 
 
 def test_locked_database_goes_on_in_memory(tmp_path: Path) -> None:
@@ -234,3 +240,19 @@ def test_kill_9_between_saves_loses_at_most_the_last_minute(tmp_path: Path) -> N
         assert snap.intervals == intervals
         assert repr(list(snap.history)) == history
     store.close()
+
+
+def test_bans_are_saved_and_expire(tmp_path: Path) -> None:
+    path = tmp_path / "trust.sqlite"
+    clock = [1000.0]
+    with TrustMetricStore(path, wall_clock=lambda: clock[0]) as store:
+        store.set_ban(A, 1500.0)
+        store.set_ban(B, 1100.0)
+    with TrustMetricStore(path, wall_clock=lambda: clock[0]) as store:
+        assert store.bans() == {A: 1500.0, B: 1100.0}
+        clock[0] = 1200.0  # B's ban is over by the next save
+        store.set_ban(A, None)
+        store.save()
+        assert store.bans() == {}
+    with TrustMetricStore(path) as store:
+        assert store.bans() == {}

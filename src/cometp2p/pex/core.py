@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -69,6 +69,7 @@ __all__ = [
     "DialVerdict",
     "Offence",
     "PeerRef",
+    "PeerTrust",
     "PexCore",
     "PexMessage",
     "PexMisbehaviourError",
@@ -314,6 +315,7 @@ class DialVerdict(enum.Enum):
     DIAL = "dial"
     TOO_EARLY = "too early to dial (backing off)"
     GIVE_UP = "too many failed dials; banned"
+    UNTRUSTED = "trust score below the minimum"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +384,18 @@ class DialBackoff:
 # -- the core -------------------------------------------------------------------------------
 
 
+class PeerTrust(Protocol):
+    """What PEX asks of a trust metric, when one is wired in (``PexCore.trust``, §6).
+
+    ``allows(id)``: may the peer be dialed and handed out; ``score(id)``: 0..100, higher
+    is dialed first (an unknown peer counts as 100).
+    """
+
+    def allows(self, node_id: NodeID) -> bool: ...
+
+    def score(self, node_id: NodeID) -> int: ...
+
+
 class PexCore:
     """The PEX state of one node and every rule applied to it (behaviour.md §4.3-§4.7).
 
@@ -417,6 +431,8 @@ class PexCore:
         self._request_gap = timedelta(seconds=config.request_gap_s)
         self._ban_time_s = config.ban_time_s
         self._no_outbound_since: datetime | None = None
+        self.trust: PeerTrust | None = None
+        """Set by :class:`~cometp2p.trust.reactor.TrustReactor`: filters and orders by trust."""
 
     # -- requests we send ----------------------------------------------------------------
 
@@ -500,7 +516,7 @@ class PexCore:
                 return RequestDecision(None)
             self.rate_limiter.record(peer.id, now)
             selection = self.book.get_selection_with_bias(BIAS_TO_SELECT_NEW_PEERS)
-            reply = tuple(a for a in selection if a.id != peer.id)[:limit]
+            reply = tuple(a for a in selection if a.id != peer.id and self._trusted(a))[:limit]
             return RequestDecision(reply, disconnect_after_reply=True, v2=v2)
         if peer.dialect is PexDialect.V035:
             if not self.v035_limiter.allow(peer.id, now):
@@ -518,8 +534,12 @@ class PexCore:
                 f"expected at most one request per {interval:g} s after two free ones",
                 now,
             )
-        reply = tuple(a for a in self.book.get_selection() if a.id != peer.id)[:limit]
+        selection = self.book.get_selection()
+        reply = tuple(a for a in selection if a.id != peer.id and self._trusted(a))[:limit]
         return RequestDecision(reply, v2=v2)
+
+    def _trusted(self, addr: NetAddress) -> bool:
+        return self.trust is None or self.trust.allows(addr.id)
 
     def on_addrs(self, peer: PeerRef, message: PexResponse, now: datetime) -> AddrsReport:
         """A PexAddrs or PexResponseV2 arrived from ``peer``: check it, then offer each
@@ -612,20 +632,28 @@ class PexCore:
 
         ``3 * num_to_dial`` picks, biased towards new addresses by
         :func:`ensure_peers_bias`; addresses already picked, connected or being dialed
-        (per ``is_dialing_or_existing``) are skipped.
+        (per ``is_dialing_or_existing``) are skipped. With :attr:`trust` set, distrusted
+        addresses are skipped too and all ``3 * num_to_dial`` picks are made, of which the
+        ``num_to_dial`` with the highest trust score are dialed (ties in pick order).
         """
         if num_to_dial <= 0:
             return []
         bias = ensure_peers_bias(num_outbound)
         chosen: dict[NodeID, NetAddress] = {}
         for _ in range(3 * num_to_dial):
-            if len(chosen) >= num_to_dial:
+            if self.trust is None and len(chosen) >= num_to_dial:
                 break
             addr = self.book.pick_address(bias)
             if addr is None or addr.id in chosen or is_dialing_or_existing(addr):
                 continue
+            if not self._trusted(addr):
+                continue
             chosen[addr.id] = addr
-        return list(chosen.values())
+        picked = list(chosen.values())
+        if self.trust is not None:
+            trust = self.trust
+            picked.sort(key=lambda a: -trust.score(a.id))
+        return picked[:num_to_dial]
 
     def seed_fallback_due(self, num_outbound: int, now: datetime) -> float | None:
         """Should the seeds be dialed now whatever the book holds? (seed fallback)
@@ -654,6 +682,8 @@ class PexCore:
 
     def check_dial(self, addr: NetAddress, *, persistent: bool, now: datetime) -> DialVerdict:
         """May ``addr`` be dialed now? A GIVE_UP verdict bans it and clears its counter."""
+        if not self._trusted(addr):
+            return DialVerdict.UNTRUSTED
         verdict = self.backoff.check(addr, persistent=persistent, now=now)
         if verdict is DialVerdict.GIVE_UP:
             self.book.mark_bad(addr, self._ban_time_s, now)

@@ -199,6 +199,8 @@ class Switch:
         listen_address: the bound ``(host, port)`` once started.
         self_addresses: addresses found to be ourselves (never dialed again).
         on_peer_rejected: called with the error of every refused inbound connection.
+        delivery_observers: ``observer(envelope)`` callables told of every message a
+            reactor's ``receive`` handled without error (the trust metric's good events).
     """
 
     def __init__(
@@ -246,6 +248,7 @@ class Switch:
         self.listen_address: tuple[str, int] | None = None
         self.self_addresses: set[NetAddress] = set()
         self.on_peer_rejected: Callable[[CometP2PError], None] | None = None
+        self.delivery_observers: list[Callable[[Envelope], None]] = []
         self.add_unconditional_peer_ids(config.unconditional_peer_ids)
         self.add_private_peer_ids(config.private_peer_ids)
 
@@ -831,7 +834,10 @@ class Switch:
             try:
                 message = reactor.decode(channel_id, data)
                 self.metrics.record_receive(peer.id, channel_id, message, len(data))
-                await reactor.receive(Envelope(channel_id, peer, message))
+                envelope = Envelope(channel_id, peer, message)
+                await reactor.receive(envelope)
+                for observe in self.delivery_observers:
+                    observe(envelope)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

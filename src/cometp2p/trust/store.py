@@ -6,6 +6,8 @@ journal) in the home's ``data/`` directory::
 
     trust_metric(node_id TEXT PRIMARY KEY, intervals INTEGER, history TEXT, updated_at REAL)
 
+plus our own ``trust_ban(node_id, until)``: the wiring's distrust verdicts, so that a
+restart keeps them (Go has no such thing; the AddrBook forgets its bans on restart).
 ``history`` is the JSON array of Go's ``MetricHistoryJSON.history``; ``updated_at`` is the
 wall-clock UNIX time of the save that wrote the row. The store is loaded when opened,
 saved every :data:`SAVE_PERIOD_S` (driven by :meth:`TrustMetricStore.handle_timer`) and on
@@ -52,14 +54,23 @@ DEFAULT_TRUST_DB_FILE: Final = "data/trust_metric.sqlite"
 LOCK_TIMEOUT_S: Final = 2.0
 """How long a write waits for another process's lock before the database counts as locked."""
 
-_SCHEMA: Final = """
+_SCHEMA: Final = (
+    """
 CREATE TABLE IF NOT EXISTS trust_metric (
     node_id TEXT PRIMARY KEY NOT NULL,
     intervals INTEGER NOT NULL CHECK (intervals >= 0),
     history TEXT NOT NULL,
     updated_at REAL NOT NULL
 )
-"""
+""",
+    # Our own: distrust verdicts of the wiring (trust/reactor.py), so a restart keeps them.
+    """
+CREATE TABLE IF NOT EXISTS trust_ban (
+    node_id TEXT PRIMARY KEY NOT NULL,
+    until REAL NOT NULL
+)
+""",
+)
 
 
 class TrustStoreError(CometP2PError):
@@ -155,6 +166,8 @@ class TrustMetricStore:
         self._next_save = now + SAVE_PERIOD_S
         self._now = now
         self._closed = False
+        self._pause_pending: set[str] = set()
+        self._bans: dict[str, float] = {}
         target = ":memory:" if path is None else str(path)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,10 +179,12 @@ class TrustMetricStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._transaction():
-                self._db.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
             rows = self._db.execute(
                 "SELECT node_id, intervals, history FROM trust_metric"
             ).fetchall()
+            ban_rows = self._db.execute("SELECT node_id, until FROM trust_ban").fetchall()
         except sqlite3.Error as exc:
             self._db.close()
             raise self._error("cannot read", exc) from exc
@@ -179,6 +194,8 @@ class TrustMetricStore:
                     str(node_id), {"intervals": intervals, "history": json.loads(history)}
                 )
                 self._metrics[str(node_id)] = TrustMetric(self.config, now=now, history=hist)
+            for node_id, until in ban_rows:
+                self._bans[str(node_id)] = float(until)
         except (TrustStoreError, ValueError, TypeError) as exc:
             self._db.close()
             raise TrustStoreError(f"trust database {path} holds a bad row: {exc}", path) from exc
@@ -212,11 +229,45 @@ class TrustMetricStore:
         if node_id:
             self._metrics[node_id] = metric
 
-    def peer_disconnected(self, node_id: str) -> None:
-        """Pause the metric of ``node_id``, if any (Go's ``PeerDisconnected``)."""
+    def peer_connected(self, node_id: str) -> TrustMetric:
+        """The metric of a peer that just connected (created if absent); a pause still
+        pending from its last disconnect is dropped."""
+        self._pause_pending.discard(node_id)
+        return self.metric(node_id)
+
+    def peer_disconnected(self, node_id: str, *, at_interval_end: bool = False) -> None:
+        """Pause the metric of ``node_id``, if any (Go's ``PeerDisconnected``).
+
+        Args:
+            node_id: the peer.
+            at_interval_end: pause when the current interval ends instead of now, so the
+                events of the interval in which the peer left (the errors it was stopped
+                for) still enter its history. Go pauses at once, and its next event
+                clears the interval's counts: a peer that misbehaves and is dropped
+                within one interval would never have a bad interval recorded.
+        """
         m = self._metrics.get(node_id)
-        if m is not None:
+        if m is None:
+            return
+        if at_interval_end:
+            self._pause_pending.add(node_id)
+        else:
             m.pause()
+
+    def set_ban(self, node_id: str, until: float | None) -> None:
+        """Record that ``node_id`` is distrusted until UNIX time ``until`` (None: lift it).
+
+        Saved with the metrics (table ``trust_ban``).
+        """
+        if until is None:
+            self._bans.pop(node_id, None)
+        else:
+            self._bans[node_id] = until
+
+    def bans(self) -> dict[str, float]:
+        """Distrust verdicts by peer: UNIX time each ends (expired ones included until the
+        next save drops them)."""
+        return dict(self._bans)
 
     def __len__(self) -> int:
         return len(self._metrics)
@@ -244,8 +295,12 @@ class TrustMetricStore:
             TrustStoreError: the save failed (the metrics in memory are kept).
         """
         self._now = now
-        for m in self._metrics.values():
+        for node_id, m in self._metrics.items():
+            due = now >= m.get_timer()
             m.handle_timer(now)
+            if due and node_id in self._pause_pending:
+                self._pause_pending.discard(node_id)
+                m.pause()
         if now >= self._next_save:
             self._next_save = now + SAVE_PERIOD_S
             self.save()
@@ -259,6 +314,9 @@ class TrustMetricStore:
             TrustStoreError: the write failed or the database stayed locked.
         """
         updated_at = self._wall_clock()
+        for node_id in [k for k, until in self._bans.items() if until <= updated_at]:
+            del self._bans[node_id]
+        bans = list(self._bans.items())
         rows = [
             (node_id, snap.intervals, json.dumps(list(snap.history)), updated_at)
             for node_id, snap in ((k, m.history_json()) for k, m in self._metrics.items())
@@ -272,6 +330,8 @@ class TrustMetricStore:
                     "updated_at = excluded.updated_at",
                     rows,
                 )
+                self._db.execute("DELETE FROM trust_ban")
+                self._db.executemany("INSERT INTO trust_ban (node_id, until) VALUES (?, ?)", bans)
         except sqlite3.Error as exc:
             raise self._error("cannot write", exc) from exc
 
@@ -283,8 +343,9 @@ class TrustMetricStore:
             raise self._error("cannot read", exc) from exc
         return {str(k): float(v) for k, v in rows}
 
-    def close(self) -> None:
-        """Save and close. Idempotent; the store is unusable afterwards.
+    def close(self, *, save: bool = True) -> None:
+        """Save (unless ``save`` is False: a read-only look) and close. Idempotent; the
+        store is unusable afterwards.
 
         Raises:
             TrustStoreError: the final save failed (the connection is closed anyway).
@@ -293,9 +354,16 @@ class TrustMetricStore:
             return
         self._closed = True
         try:
-            self.save()
+            if save:
+                self.save()
         finally:
             self._db.close()
+
+    def __enter__(self) -> TrustMetricStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def export_go_json(self) -> bytes:
         """The store as Go's ``trustMetricStore`` value: ``{id: {intervals, history}}``.
