@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from cometp2p.aio.fuzz import SocketWrapper
 from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
@@ -230,6 +231,11 @@ class Transport:
         allow_duplicate_ip: when False, a socket whose remote IP is already in the conn
             set is refused (``[p2p] allow_duplicate_ip``; Go's duplicate-IP conn filter).
         filter_timeout_s: bound on the conn filters of one socket, seconds.
+
+    Attributes:
+        socket_wrapper: called on every TCP socket before its upgrade, as
+            ``wrap(reader, writer, outbound)``, and its streams are used instead; the
+            fuzzed connection (:func:`cometp2p.aio.fuzz.transport_fuzzer`) is one.
     """
 
     def __init__(
@@ -252,6 +258,7 @@ class Transport:
         self.conn_filters = list(conn_filters or [])
         self.allow_duplicate_ip = allow_duplicate_ip
         self.filter_timeout_s = filter_timeout_s
+        self.socket_wrapper: SocketWrapper | None = None
         self._server: asyncio.Server | None = None
         self._in_handshake = 0
         self._handshakes: set[asyncio.Task[object]] = set()
@@ -488,6 +495,8 @@ class Transport:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_wrapper is not None:
+            reader, writer = self.socket_wrapper(reader, writer, dialed is not None)
         remote = _peername(writer)
         try:
             self._admit(remote, writer)

@@ -9,10 +9,13 @@ Follows behaviour.md §1 (v0.38 Switch) with the quirks fixed:
 * an unexpected accept error is logged, never fatal (Q1.5);
 * the duplicate-ID and inbound-limit checks and the insertion into the peer set happen
   in one step without a suspension point, so concurrent handshakes cannot both pass;
-* a peer that refused us (or that we refused) as *incompatible* is cooled down for
-  ``ReconnectPolicy.incompatible_cooldown_s``: no dial to its ID is attempted meanwhile,
-  and a persistent one skips the fast phase of the reconnect schedule (tendermint issue
-  #6604); one that turns out to be ourselves is never redialed;
+* a peer that refused us (or that we refused) as *incompatible* is cooled down: no dial
+  to its ID is attempted meanwhile, and a persistent one skips the fast phase of the
+  reconnect schedule (tendermint issue #6604); one that turns out to be ourselves is
+  never redialed. The cooldown starts short (``ReconnectPolicy.incompatible_cooldown_s``,
+  5 s) and doubles with each refusal in a row up to ``incompatible_cooldown_max_s``
+  (300 s), so an operator who fixes a chain ID is not ignored for minutes; the reason
+  is logged at INFO on the dialing side (issue #12);
 * the first redial of the reconnect schedule has no random delay, later ones have.
 
 Peer removal keeps Go's order (close the connection, stop the peer's receive tasks,
@@ -40,6 +43,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from cometp2p.aio.connection import Connection
+from cometp2p.aio.fuzz import fuzzer_from_config
 from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.aio.transport import (
     DEFAULT_FILTER_TIMEOUT_S,
@@ -84,6 +88,9 @@ _CLOSE_TIMEOUT_S: Final = 1.0
 _RECEIVE_DRAIN_TIMEOUT_S: Final = 1.0
 """How long a stopping peer's in-progress ``Reactor.receive`` calls may take to finish."""
 
+_MAX_COOLDOWN_ENTRIES: Final = 4096
+"""Most node IDs whose incompatible refusals are remembered at once."""
+
 
 class AlreadyConnectedError(CometP2PError):
     """The address is being dialed already, or its ID or IP is already a peer.
@@ -98,9 +105,9 @@ class ReconnectPolicy:
 
     Phase 1: ``fast_attempts`` dials, the first at once, the others ``fast_interval_s``
     apart. Phase 2: ``backoff_attempts`` dials, the i-th (1-based) after
-    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After an *incompatible*
-    refusal the peer's ID is not dialed for ``incompatible_cooldown_s`` and its schedule
-    continues in phase 2.
+    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After the n-th
+    *incompatible* refusal in a row the peer's ID is not dialed for
+    :meth:`incompatible_cooldown` ``(n)`` seconds and its schedule continues in phase 2.
     """
 
     fast_attempts: int = 20
@@ -108,7 +115,19 @@ class ReconnectPolicy:
     backoff_attempts: int = 10
     backoff_base_s: float = 3.0
     jitter_s: float = 3.0
-    incompatible_cooldown_s: float = 300.0
+    incompatible_cooldown_s: float = 5.0
+    incompatible_cooldown_max_s: float = 300.0
+
+    def incompatible_cooldown(self, refusals: int) -> float:
+        """Seconds of cooldown after the ``refusals``-th incompatible refusal in a row
+        (1-based): ``incompatible_cooldown_s`` doubled each time, at most
+        ``incompatible_cooldown_max_s``."""
+        first = self.incompatible_cooldown_s
+        if first <= 0 or refusals < 1:
+            return max(first, 0.0)
+        return min(
+            first * 2.0 ** min(refusals - 1, 64), max(self.incompatible_cooldown_max_s, first)
+        )
 
     def delays(self, *, cooled_down: bool = False) -> list[float]:
         """The waits before each attempt (without jitter); the first fast one is 0."""
@@ -237,6 +256,7 @@ class Switch:
         self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
         self._configure_transport()
         self._cooldown_until: dict[NodeID, float] = {}
+        self._refusals: dict[NodeID, tuple[int, float]] = {}  # (in a row, last at)
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
@@ -357,6 +377,8 @@ class Switch:
         self.add_private_peer_ids(config.private_peer_ids)
         host, port = _split_laddr(config.laddr)
         self._configure_transport()
+        if config.test_fuzz:  # behaviour.md §8; otherwise a wrapper set by hand stays
+            self.transport.socket_wrapper = fuzzer_from_config(config, self.rng)
         started: list[Reactor] = []
         try:
             for reactor in self._reactors.values():
@@ -522,17 +544,47 @@ class Switch:
     def end_cooldown(self, node_id: str) -> None:
         """Allow dials to ``node_id`` again at once (e.g. after its operator fixed it)."""
         self._cooldown_until.pop(NodeID(node_id.lower()), None)
+        self._refusals.pop(NodeID(node_id.lower()), None)
 
     def _cool_down(self, node_id: str | None, error: CometP2PError) -> None:
         if node_id is None or not isinstance(error, RejectedError):
             return
         if error.reason is not RejectReason.INCOMPATIBLE:
             return
-        period = self.reconnect_policy.incompatible_cooldown_s
+        policy = self.reconnect_policy
+        now = asyncio.get_running_loop().time()
+        key = NodeID(node_id.lower())
+        count, last = self._refusals.get(key, (0, now))
+        if now - last > 2 * policy.incompatible_cooldown_max_s:
+            count = 0  # a refusal long after the last one starts the cooldowns afresh
+        period = policy.incompatible_cooldown(count + 1)
         if period <= 0:
             return
-        self._cooldown_until[NodeID(node_id)] = asyncio.get_running_loop().time() + period
-        logger.info("[%s] incompatible; not dialing it for %g s", node_id, period)
+        if len(self._refusals) >= _MAX_COOLDOWN_ENTRIES:
+            self._prune_cooldowns(now)
+        self._refusals[key] = (count + 1, now)
+        self._cooldown_until[key] = now + period
+        logger.info(
+            "[%s] incompatible (refusal %d in a row): %s; not dialing it for %g s",
+            node_id,
+            count + 1,
+            error,
+            period,
+        )
+
+    def _prune_cooldowns(self, now: float) -> None:
+        """Bound the cooldown state (IDs that churn must not grow it without end)."""
+        horizon = 2 * self.reconnect_policy.incompatible_cooldown_max_s
+        for key, (_, last) in list(self._refusals.items()):
+            if now - last > horizon:
+                del self._refusals[key]
+        for key, until in list(self._cooldown_until.items()):
+            if until <= now:
+                del self._cooldown_until[key]
+        while len(self._refusals) >= _MAX_COOLDOWN_ENTRIES:  # oldest first
+            key = next(iter(self._refusals))
+            del self._refusals[key]
+            self._cooldown_until.pop(key, None)
 
     # ------------------------------------------------------------------ dialing
 
@@ -751,6 +803,7 @@ class Switch:
             raise
         connection.start()
         self.peers.add(peer)
+        self._refusals.pop(peer.id, None)  # compatible now: the next refusal starts short
         self.metrics.peer_added()
         self._start_peer_tasks(peer)
         logger.info(
