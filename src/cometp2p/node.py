@@ -20,6 +20,7 @@ from cometp2p.errors import ConfigError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
+from cometp2p.unsupported import log_unsupported_settings
 from cometp2p.wire.nodeinfo import make_node_info
 
 __all__ = ["Node", "default_reactors", "serve_metrics"]
@@ -104,7 +105,12 @@ class Node:
         self.switch.config = self.config.p2p
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Start everything, run until ``stop`` is set, then stop cleanly."""
+        """Start everything, run until ``stop`` is set, then stop cleanly.
+
+        Settings of the config that have no effect here are logged first
+        (:func:`cometp2p.unsupported.log_unsupported_settings`).
+        """
+        log_unsupported_settings(self.config)
         if self.config.instrumentation.prometheus:
             serve_metrics(self.metrics, self.config.instrumentation.prometheus_listen_addr)
         book_size = Gauge(
