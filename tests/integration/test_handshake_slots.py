@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cometp2p.errors import RejectReason
+from cometp2p.errors import CometP2PError, RejectedError, RejectReason
 from cometp2p.switch.switch import Switch
 from cometp2p.testing.echo import EchoReactor
 from cometp2p.testing.network import LOOPBACK, loopback_p2p_config, make_switch, switch_address
@@ -55,10 +55,12 @@ async def test_an_honest_peer_gets_in_while_one_ip_holds_hundreds_of_idle_socket
                 writer.close()
 
 
-def refused_now(queue: asyncio.Queue[object]) -> list[object]:
+def refused_now(queue: asyncio.Queue[CometP2PError]) -> list[RejectedError]:
     out = []
     while not queue.empty():
-        out.append(queue.get_nowait())
+        error = queue.get_nowait()
+        assert isinstance(error, RejectedError)
+        out.append(error)
     return out
 
 
