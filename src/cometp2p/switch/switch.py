@@ -16,7 +16,12 @@ Follows behaviour.md §1 (v0.38 Switch) with the quirks fixed:
   5 s) and doubles with each refusal in a row up to ``incompatible_cooldown_max_s``
   (300 s), so an operator who fixes a chain ID is not ignored for minutes; the reason
   is logged at INFO on the dialing side (issue #12);
-* the first redial of the reconnect schedule has no random delay, later ones have.
+* the first redial of the reconnect schedule has no random delay, later ones have;
+* a persistent peer whose connection died less than ``ReconnectPolicy.short_lived_s``
+  after it was made is redialed only after a wait that doubles with each such death in
+  a row (``short_lived_backoff_s`` up to ``short_lived_backoff_max_s``): a link that
+  breaks at once (say, on a packet the peer cannot take) no longer makes hundreds of
+  full handshakes a minute (issue #12).
 
 Peer removal keeps Go's order (close the connection, stop the peer's receive tasks,
 ``Reactor.remove_peer``, and only then leave the peer set) so a quick reconnect by the
@@ -37,6 +42,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -117,6 +123,19 @@ class ReconnectPolicy:
     jitter_s: float = 3.0
     incompatible_cooldown_s: float = 5.0
     incompatible_cooldown_max_s: float = 300.0
+    short_lived_s: float = 10.0
+    short_lived_backoff_s: float = 1.0
+    short_lived_backoff_max_s: float = 300.0
+
+    def short_lived_wait(self, deaths: int) -> float:
+        """Seconds before redialing after the ``deaths``-th short-lived connection in a row
+        (1-based): ``short_lived_backoff_s`` doubled each time, at most
+        ``short_lived_backoff_max_s``; 0 for ``deaths < 1``."""
+        first = self.short_lived_backoff_s
+        if first <= 0 or deaths < 1:
+            return 0.0
+        cap = max(self.short_lived_backoff_max_s, first)
+        return min(first * 2.0 ** min(deaths - 1, 64), cap)
 
     def incompatible_cooldown(self, refusals: int) -> float:
         """Seconds of cooldown after the ``refusals``-th incompatible refusal in a row
@@ -257,6 +276,7 @@ class Switch:
         self._configure_transport()
         self._cooldown_until: dict[NodeID, float] = {}
         self._refusals: dict[NodeID, tuple[int, float]] = {}  # (in a row, last at)
+        self._short_lived: dict[NodeID, int] = {}  # persistent peers' quick deaths in a row
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
@@ -674,14 +694,46 @@ class Switch:
 
     # ------------------------------------------------------------------ reconnect
 
-    def _start_reconnect(self, address: NetAddress, *, first_attempt_done: bool = False) -> None:
+    def _start_reconnect(
+        self, address: NetAddress, *, first_attempt_done: bool = False, delay_s: float = 0.0
+    ) -> None:
         if address.id in self._reconnecting or not self._running:
             return
         self._reconnecting.add(address.id)
-        self._spawn(self._reconnect(address, first_attempt_done), f"reconnect-{address.id[:12]}")
+        self._spawn(
+            self._reconnect(address, first_attempt_done, delay_s), f"reconnect-{address.id[:12]}"
+        )
 
-    async def _reconnect(self, address: NetAddress, first_attempt_done: bool) -> None:
-        """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed)."""
+    def _short_lived_delay(self, peer: Peer) -> float:
+        """The wait before redialing ``peer`` (0 unless its connection was short-lived)."""
+        policy = self.reconnect_policy
+        lived = time.monotonic() - peer.created_at
+        if lived >= policy.short_lived_s:
+            self._short_lived.pop(peer.id, None)
+            return 0.0
+        deaths = self._short_lived.get(peer.id, 0) + 1
+        self._short_lived[peer.id] = deaths
+        wait = policy.short_lived_wait(deaths)
+        logger.info(
+            "[%s] connection lived %.1f s (short-lived %d in a row); redialing in %g s",
+            peer.id,
+            lived,
+            deaths,
+            wait,
+        )
+        return wait
+
+    async def _reconnect(
+        self, address: NetAddress, first_attempt_done: bool, delay_s: float = 0.0
+    ) -> None:
+        """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed), after
+        ``delay_s`` seconds (the back-off of a short-lived connection)."""
+        if delay_s > 0:
+            try:
+                await asyncio.sleep(delay_s)
+            except BaseException:
+                self._reconnecting.discard(address.id)
+                raise
         schedule = ReconnectSchedule(
             self.reconnect_policy,
             self.rng,
@@ -929,7 +981,7 @@ class Switch:
                 else self._self_reported_address(peer.node_info)
             )
             if target is not None:
-                self._start_reconnect(target)
+                self._start_reconnect(target, delay_s=self._short_lived_delay(peer))
 
     async def stop_peer_gracefully(self, peer: Peer, flush_timeout_s: float = 2.0) -> None:
         """Stop ``peer`` after flushing what is queued to it; never reconnects."""
