@@ -27,7 +27,9 @@ class HangUpReactor(EchoReactor):
         assert self.switch is not None
         switch = self.switch
         asyncio.get_running_loop().call_soon(
-            lambda: asyncio.ensure_future(switch.stop_peer_for_error(peer, "hang up"))
+            lambda: asyncio.ensure_future(
+                switch.stop_peer_for_error(peer, ConnectionError("hang up"))
+            )
         )
 
 
