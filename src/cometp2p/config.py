@@ -217,6 +217,16 @@ class P2PConfig:
     """``test_fuzz`` (hidden), default ``false``: fuzz outbound connections."""
     test_fuzz_config: FuzzConnConfig = FuzzConnConfig()
     """``[p2p.test_fuzz_config]`` (hidden)."""
+    test_fuzz_inbound: bool = False
+    """``test_fuzz_inbound`` (hidden, cometp2p only), default ``false``: fuzz accepted
+    sockets too (Go fuzzes dialed ones only)."""
+    block_protocol_version: int = 11
+    """``block_protocol_version`` (hidden, cometp2p only), default 11 (CometBFT v0.38 and
+    v1.0): the ``protocol_version.block`` our NodeInfo sends. Peers with another block
+    version refuse us, so set it to the network's (tendermint v0.34: 11 as well)."""
+    test_fuzz_activate_after_s: float = 10.0
+    """``test_fuzz_activate_after`` (hidden, cometp2p only), default ``"10s"`` (Go's
+    constant): how long a fuzzed socket runs clean first."""
 
     def __post_init__(self) -> None:
         for key, value in (
@@ -227,6 +237,8 @@ class P2PConfig:
             ("max_packet_msg_payload_size", self.max_packet_msg_payload_bytes),
             ("send_rate", self.send_rate_bytes_per_s),
             ("recv_rate", self.recv_rate_bytes_per_s),
+            ("block_protocol_version", self.block_protocol_version),
+            ("test_fuzz_activate_after", self.test_fuzz_activate_after_s),
         ):
             if value < 0:
                 raise ConfigError(f"p2p.{key}: expected a non-negative value, got {value}")
@@ -443,8 +455,19 @@ _P2P_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("dial_timeout", "dial_timeout_s", _as_duration),
     ("test_dial_fail", "test_dial_fail", _as_bool),
     ("test_fuzz", "test_fuzz", _as_bool),
+    ("test_fuzz_inbound", "test_fuzz_inbound", _as_bool),
+    ("test_fuzz_activate_after", "test_fuzz_activate_after_s", _as_duration),
+    ("block_protocol_version", "block_protocol_version", _as_int),
 )
-_HIDDEN_P2P_KEYS: Final = frozenset({"test_dial_fail", "test_fuzz"})
+_HIDDEN_P2P_KEYS: Final = frozenset(
+    {
+        "test_dial_fail",
+        "test_fuzz",
+        "test_fuzz_inbound",
+        "test_fuzz_activate_after",
+        "block_protocol_version",
+    }
+)
 
 _FUZZ_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("mode", "mode", _as_int),
@@ -572,8 +595,8 @@ def render_config_toml(cfg: Config) -> str:
     """
     p2p = _render_fields(cfg.p2p, _P2P_KEYS)
     defaults = P2PConfig()
-    for key in _HIDDEN_P2P_KEYS:
-        if p2p[key] == getattr(defaults, key):
+    for key, name, _ in _P2P_KEYS:
+        if key in _HIDDEN_P2P_KEYS and getattr(cfg.p2p, name) == getattr(defaults, name):
             del p2p[key]
     if cfg.p2p.test_fuzz_config != defaults.test_fuzz_config:
         p2p["test_fuzz_config"] = _render_fields(cfg.p2p.test_fuzz_config, _FUZZ_KEYS)

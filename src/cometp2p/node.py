@@ -31,6 +31,7 @@ from cometp2p.errors import ConfigError, ReactorTooLateError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
+from cometp2p.unsupported import log_unsupported_settings
 from cometp2p.wire.nodeinfo import make_node_info
 
 __all__ = ["Node", "default_reactors", "serve_metrics"]
@@ -216,10 +217,14 @@ class Node:
     async def start(self) -> None:
         """Serve metrics (if ``[instrumentation] prometheus``), then start the Switch.
 
+        Settings of the config that have no effect here are logged first
+        (:func:`cometp2p.unsupported.log_unsupported_settings`).
+
         Raises:
             OSError: the listen or metrics address cannot be bound (the message names it).
             LocalProtocolError: already started.
         """
+        log_unsupported_settings(self.config)
         # Reactors added straight to the Switch after construction are advertised too.
         self._refresh_node_info()
         if self.config.instrumentation.prometheus and self.metrics_port is None:

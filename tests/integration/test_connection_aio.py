@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -509,12 +510,12 @@ async def test_hostile_packet_ends_the_connection_with_a_remote_protocol_error(
 
 async def test_oversized_packet_error_says_what_arrived() -> None:
     async with raw_peer() as (a, peer):
-        peer.write(encode_uvarint(5000) + bytes(5000))
+        peer.write(encode_uvarint(70_000) + bytes(70_000))
         await peer.drain()
         error = await a.wait_closed()
         assert isinstance(error, RemoteProtocolError)
-        assert "5000" in str(error)
-        assert "1034" in str(error)
+        assert "70000" in str(error)
+        assert "65548" in str(error)
 
 
 async def test_end_of_stream_inside_a_packet_is_a_remote_protocol_error() -> None:
@@ -527,15 +528,20 @@ async def test_end_of_stream_inside_a_packet_is_a_remote_protocol_error() -> Non
         assert "middle of a Packet" in str(error)
 
 
-async def test_a_packet_larger_than_our_limit_is_refused_even_from_a_matching_sender() -> None:
-    """A peer configured with a larger max payload sends chunks we must refuse."""
+async def test_a_larger_senders_packets_are_accepted_unless_strict() -> None:
+    """A peer configured with a larger max payload (4096) stays connected (issue #12);
+    with Go's strict check (``recv_packet_msg_payload_bytes=1``) it is cut off."""
     wide = MConnectionConfig(
         send_rate_bytes_per_s=0,
         recv_rate_bytes_per_s=0,
         flush_throttle_s=0.0,
-        max_packet_msg_payload_bytes=2048,
+        max_packet_msg_payload_bytes=4096,
     )
     async with connection_pair(wide, FAST) as (a, b):
+        assert a.try_send(CH_LOW, bytes(10_000))  # 4096-byte chunks
+        assert await b.receive(CH_LOW) == bytes(10_000)
+    strict = dataclasses.replace(FAST, recv_packet_msg_payload_bytes=1)
+    async with connection_pair(wide, strict) as (a, b):
         assert a.try_send(CH_LOW, bytes(1024))  # fits our limit
         assert await b.receive(CH_LOW) == bytes(1024)
         assert a.try_send(CH_LOW, bytes(2000))  # one 2000-byte chunk: too big for b

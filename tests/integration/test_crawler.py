@@ -30,7 +30,12 @@ from cometp2p.pex.config import PEX_CHANNEL
 from cometp2p.pex.core import decode_pex_message, encode_pex_request
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.testing.echo import EchoReactor
-from cometp2p.testing.network import free_loopback_port, make_switch, switch_address
+from cometp2p.testing.network import (
+    free_loopback_port,
+    loopback_p2p_config,
+    make_switch,
+    switch_address,
+)
 from cometp2p.testing.pex import fast_pex
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
@@ -173,6 +178,27 @@ async def test_network_is_detected_from_the_seed() -> None:
         result = await crawler.crawl([seed.address])
     assert result.network == CHAIN
     assert {r.node_id for r in result.reached} == {seed.id, *(n.id for n in nodes)}
+
+
+async def test_block_version_is_learnt_from_the_seed_like_the_network() -> None:
+    """Issue #12: a network on block protocol 10 is crawled, not refused as incompatible."""
+    old = make_switch(
+        [("PEX", make_node(9).pex)],
+        chain_id=CHAIN,
+        moniker="old",
+        p2p=loopback_p2p_config(block_protocol_version=10),
+    )
+    async with old:
+        crawler = Crawler(None, fast())
+        result = await crawler.crawl([switch_address(old)])
+    assert crawler.seed_block_version == 10
+    assert [r.node_id for r in result.reached] == [old.node_id]
+    # Told explicitly, the crawler keeps to its own version, and is refused.
+    async with old:
+        pinned = await Crawler(None, fast(block_version=11)).crawl([switch_address(old)])
+    record = pinned.node(old.node_id)
+    assert record is not None
+    assert record.error is FailureReason.INCOMPATIBLE
 
 
 async def test_network_detection_fails_with_the_reasons() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 
 import pytest
 
@@ -26,6 +27,7 @@ from cometp2p.switch.peer import Peer, PeerSet
 from cometp2p.switch.switch import AlreadyConnectedError, ReconnectPolicy, Switch
 from cometp2p.testing.echo import ECHO_CHANNEL, EchoReactor
 from cometp2p.testing.network import (
+    FAST_RECONNECT,
     LOOPBACK,
     loopback_p2p_config,
     make_switch,
@@ -431,6 +433,39 @@ async def test_incompatible_persistent_peer_is_cooled_down_not_redialed_fast() -
             assert loop.time() - first_at >= 0.4  # nothing reached b meanwhile
             assert second.reason is RejectReason.INCOMPATIBLE
             assert a.num_peers() == (0, 0, 0)
+
+
+async def test_dialing_another_block_version_says_why_at_info_and_the_cooldown_grows(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #12 weakness 6: the reason at INFO on the dialing side; a short cooldown that
+    doubles with each refusal in a row (Go: 300 s at once, the reason at DEBUG)."""
+    policy = dataclasses.replace(
+        FAST_RECONNECT, incompatible_cooldown_s=0.2, incompatible_cooldown_max_s=0.5
+    )
+    a, _ = echo_switch("a", reconnect_policy=policy)
+    b, _ = echo_switch("b", p2p=loopback_p2p_config(block_protocol_version=10))
+    caplog.set_level(logging.INFO, logger="cometp2p.switch.switch")
+    async with running([a, b]), asyncio.timeout(10):
+        cooldowns = []
+        for _ in range(4):
+            with pytest.raises(RejectedError) as info:
+                await a.dial_peer_with_address(switch_address(b))
+            assert info.value.reason is RejectReason.INCOMPATIBLE
+            assert "expected block protocol 11, peer has 10" in str(info.value)
+            cooldowns.append(a.cooldown_remaining(b.node_id))
+            await asyncio.sleep(a.cooldown_remaining(b.node_id) + 0.01)  # let it end
+        # 0.2, 0.4, then capped at 0.5 s.
+        assert 0.1 < cooldowns[0] <= 0.2
+        assert 0.3 < cooldowns[1] <= 0.4
+        assert 0.4 < cooldowns[2] <= 0.5
+        assert 0.4 < cooldowns[3] <= 0.5
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and b.node_id in r.getMessage()
+    ]
+    assert any("expected block protocol 11, peer has 10" in line for line in lines), lines
 
 
 async def test_inbound_incompatible_peer_is_not_dialed_during_its_cooldown() -> None:

@@ -28,7 +28,7 @@ from cometp2p.aio.connection import Connection
 from cometp2p.aio.secret_connection import secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import ConnectionBrokenError, RemoteProtocolError
-from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
+from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig, MConnectionState
 from cometp2p.wire.packet import encode_packet_msg
 from interop.conftest import StartHarness
 from interop.goharness import GoHarness, payload
@@ -235,8 +235,24 @@ async def test_oversized_packet_from_python_makes_go_disconnect(goharness: Start
         assert not harness.seen("receive")[1:]  # only the 1024-byte message got through
 
 
-async def test_oversized_packet_from_go_makes_python_disconnect(goharness: StartHarness) -> None:
+async def test_larger_packets_from_go_are_accepted(goharness: StartHarness) -> None:
+    """Issue #12: a Go peer with max_packet_msg_payload_size 4096 stays connected."""
+    harness = await goharness(
+        "mconn-echo", "--listen", "127.0.0.1:0", "--max-packet-payload", "4096",
+        "--flush-throttle-ms", "1",
+    )  # fmt: skip
     config = MConnectionConfig(flush_throttle_s=0.0)
+    async with asyncio.timeout(BOUND_S), dial(harness, config) as (conn, _handshake):
+        for size in (1024, 4000, 20_000):
+            await harness.send({"cmd": "send", "channel": 1, "size": size})
+            assert await conn.receive(0x01) == payload(size)
+        assert conn.status().state is MConnectionState.OPEN
+
+
+async def test_oversized_packet_from_go_makes_a_strict_python_disconnect(
+    goharness: StartHarness,
+) -> None:
+    config = MConnectionConfig(flush_throttle_s=0.0, recv_packet_msg_payload_bytes=1)
     harness = await goharness(
         "mconn-echo", "--listen", "127.0.0.1:0", "--max-packet-payload", "2048",
         "--flush-throttle-ms", "1",

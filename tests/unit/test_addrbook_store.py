@@ -516,7 +516,8 @@ def test_leftover_temp_files_of_a_crashed_save_are_removed_at_load(tmp_path: Pat
     assert sorted(report.temp_files_removed) == sorted(stale)
     assert not any(tmp.exists() for tmp in stale)
     assert all(keep.exists() for keep in unrelated)
-    assert path.exists() and book.empty()
+    assert path.exists()
+    assert book.empty()
     # Also when the book itself was never written (crash during the very first save).
     (tmp_path / "fresh").mkdir()
     first = tmp_path / "fresh" / ".addrbook.json.zz.tmp"

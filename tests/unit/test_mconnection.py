@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
@@ -27,6 +28,7 @@ from cometp2p.sansio.mconnection import (
     MConnectionState,
     MessageReceived,
     SendQueueReady,
+    recv_payload_limit,
 )
 from cometp2p.testing.pump import pump, run_until
 from cometp2p.wire.packet import (
@@ -745,7 +747,10 @@ def _assert_failed(conn: MConnection, match: str, bad: bytes) -> RemoteProtocolE
     [
         (encode_packet_msg(0x31, True, b"x"), "unknown channel 0x31"),
         (encode_packet_msg(0xFF, True, b"x"), "unknown channel 0xff"),
-        (encode_uvarint(1035) + bytes(1035), "exceeds max size: declared 1035 bytes, limit 1034"),
+        (
+            encode_uvarint(65549) + bytes(65549),
+            "exceeds max size: declared 65549 bytes, limit 65548",
+        ),
         (b"\xff" * 11, "overflows 64 bits"),
         (b"\x00", "no ping, pong or msg"),  # empty Packet
         (b"\x02\x20\x00", "no ping, pong or msg"),  # only an unknown field
@@ -766,6 +771,29 @@ def test_hostile_bytes_fail_the_connection(bad: bytes, match: str) -> None:
         assert len(conn.drain_events()) == 65
         return
     _assert_failed(conn, match, bad)
+
+
+def test_packets_of_a_larger_sender_are_accepted_up_to_64_kib() -> None:
+    """Issue #12: a peer with max_packet_msg_payload_size 4096 (or up to 65 536) is not
+    cut off on its first large packet, though we send at most 1024 bytes per PacketMsg."""
+    channels = [ChannelDescriptor(0x30, 1, recv_message_capacity=1 << 20)]
+    conn = MConnection(channels, UNLIMITED_CONFIG, 0.0)
+    for size in (4096, 10_240, 65_536):
+        conn.receive_data(encode_packet_msg(0x30, False, bytes(size)))
+    conn.receive_data(encode_packet_msg(0x30, True, b"!"))
+    assert conn.drain_events() == [MessageReceived(0x30, bytes(4096 + 10_240 + 65_536) + b"!")]
+    _assert_failed(conn, "limit 65548", encode_packet_msg(0x30, True, bytes(65_537)))
+    # Go's strict check on request: nothing beyond our own send size.
+    strict = dataclasses.replace(UNLIMITED_CONFIG, recv_packet_msg_payload_bytes=1)
+    assert recv_payload_limit(strict) == 1024
+    _assert_failed(
+        MConnection(channels, strict, 0.0),
+        "limit 1034",
+        encode_packet_msg(0x30, True, bytes(1025)),
+    )
+    # A larger send size raises the receive limit with it.
+    wide = dataclasses.replace(UNLIMITED_CONFIG, max_packet_msg_payload_bytes=100_000)
+    assert recv_payload_limit(wide) == 100_000
 
 
 def test_over_capacity_single_chunk_and_multi_chunk() -> None:

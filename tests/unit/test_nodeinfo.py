@@ -346,25 +346,33 @@ def test_make_node_info_like_go(tmp_path: Path) -> None:
         network="chain-1",
         moniker="alice",
         listen_addr="tcp://0.0.0.0:26656",
-        tx_index="on",
-        rpc_address="tcp://127.0.0.1:26657",
+        tx_index="off",
+        rpc_address="",
     )
 
 
-def test_make_node_info_prefers_external_address_and_null_indexer(tmp_path: Path) -> None:
+def test_make_node_info_prefers_external_address_and_sends_only_what_is_true(
+    tmp_path: Path,
+) -> None:
+    """Issue #12: no RPC served, no transactions indexed, whatever [rpc] and [tx_index] say."""
     cfg = Config(
         home=tmp_path,
         moniker="bob",
-        tx_index_indexer="null",
+        tx_index_indexer="kv",
         rpc_laddr="tcp://127.0.0.1:1",
         p2p=P2PConfig(external_address="127.0.0.5:26656"),
     )
     info = make_node_info(cfg, ID, "chain-1", [0x40, 0x00])
     assert info.listen_addr == "127.0.0.5:26656"
     assert info.tx_index == "off"
-    assert info.rpc_address == "tcp://127.0.0.1:1"
+    assert info.rpc_address == ""
     assert info.channels == b"\x40\x00"
     assert info.protocol_version == ProtocolVersion(8, 11, 0)
+
+
+def test_make_node_info_block_version_from_config(tmp_path: Path) -> None:
+    cfg = Config(home=tmp_path, moniker="c", p2p=P2PConfig(block_protocol_version=10))
+    assert make_node_info(cfg, ID, "chain-1", [0x40]).protocol_version == ProtocolVersion(8, 10, 0)
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,15 @@ def test_reconnect_schedule_matches_cometbft() -> None:
 def test_cooled_down_schedule_skips_the_fast_phase() -> None:
     policy = ReconnectPolicy()
     assert policy.delays(cooled_down=True) == [3.0**i for i in range(1, 11)]
-    assert policy.incompatible_cooldown_s > policy.fast_interval_s * policy.fast_attempts
+
+
+def test_incompatible_cooldown_starts_short_and_doubles_up_to_its_cap() -> None:
+    """Issue #12: 5 s, 10 s, 20 s, ... at most 300 s (Go: 300 s from the first refusal)."""
+    policy = ReconnectPolicy()
+    got = [policy.incompatible_cooldown(n) for n in range(1, 10)]
+    assert got == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
+    assert policy.incompatible_cooldown(10_000) == 300.0
+    assert ReconnectPolicy(incompatible_cooldown_s=0.0).incompatible_cooldown(3) == 0.0
 
 
 # -- mark_peer_as_good (§1.13) -------------------------------------------------------------

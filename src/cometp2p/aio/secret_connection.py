@@ -64,6 +64,7 @@ async def secret_handshake(
     node_key: NodeKey,
     *,
     timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S,
+    first_bytes_timeout_s: float | None = None,
 ) -> SecretConnection:
     """Run the SecretConnection handshake (wire.md §3.2) on an open stream.
 
@@ -75,6 +76,9 @@ async def secret_handshake(
         writer: the TCP stream's writer.
         node_key: our Ed25519 node key.
         timeout_s: deadline for the whole handshake, seconds.
+        first_bytes_timeout_s: a shorter deadline for the peer's first bytes (its
+            ephemeral key is sent at once by every honest peer), seconds; ``None``: only
+            ``timeout_s``. An idle socket then holds a handshake slot this long at most.
 
     Returns:
         The authenticated :class:`SecretConnection`. The caller still checks the peer's
@@ -89,7 +93,11 @@ async def secret_handshake(
     handshake = SecretHandshake(node_key)
     try:
         async with asyncio.timeout(timeout_s):
-            complete = await _run_handshake(handshake, reader, writer)
+            complete = await _run_handshake(handshake, reader, writer, first_bytes_timeout_s)
+    except _NoFirstBytesError as exc:
+        raise HandshakeError(
+            HandshakeStage.EPHEMERAL_KEY, f"no bytes from the peer within {exc.timeout_s:g} s"
+        ) from exc
     except TimeoutError as exc:  # before OSError: TimeoutError is an OSError subclass
         stage = _STAGE_OF.get(handshake.stage, HandshakeStage.AUTH_SIG)
         raise HandshakeError(
@@ -102,16 +110,34 @@ async def secret_handshake(
     return SecretConnection(reader, writer, complete, node_key)
 
 
+class _NoFirstBytesError(Exception):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(timeout_s)
+        self.timeout_s = timeout_s
+
+
 async def _run_handshake(
-    handshake: SecretHandshake, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    handshake: SecretHandshake,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    first_bytes_timeout_s: float | None = None,
 ) -> HandshakeComplete:
     writer.write(handshake.data_to_send())
     await writer.drain()
+    first = first_bytes_timeout_s
     while True:
         event = handshake.next_event()
         if event is not None:
             return event
-        data = await reader.read(_READ_CHUNK_BYTES)
+        if first is not None:
+            try:
+                async with asyncio.timeout(first):
+                    data = await reader.read(_READ_CHUNK_BYTES)
+            except TimeoutError as exc:
+                raise _NoFirstBytesError(first) from exc
+            first = None
+        else:
+            data = await reader.read(_READ_CHUNK_BYTES)
         if not data:
             stage = handshake.stage
             try:

@@ -24,7 +24,11 @@ Deviations from CometBFT v0.38, all deliberate:
   fresh timer per result;
 * the cap on inbound sockets counts sockets still in the upgrade pipeline only (the
   Switch enforces ``max_num_inbound_peers`` on upgraded peers); a socket over the cap is
-  closed at once and reported with reason ``LIMIT`` instead of waiting in the backlog.
+  closed at once and reported with reason ``LIMIT`` instead of waiting in the backlog;
+* handshake slots (issue #12): at most ``max_incoming_handshakes_per_ip`` inbound sockets
+  of one remote IP are in the pipeline at once, and the peer's first handshake bytes
+  must arrive within ``first_bytes_timeout_s`` (honest peers send their ephemeral key at
+  once). Go lets 40 idle sockets of one IP lock every new inbound peer out.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from cometp2p.aio.fuzz import SocketWrapper
 from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
@@ -72,6 +77,13 @@ DEFAULT_FILTER_TIMEOUT_S: Final = 5.0
 
 _CLOSE_TIMEOUT_S: Final = 1.0
 """How long closing a socket may wait for its write buffer before it is aborted."""
+
+DEFAULT_MAX_HANDSHAKES_PER_IP: Final = 8
+"""Inbound sockets of one remote IP allowed in the upgrade pipeline at once."""
+
+DEFAULT_FIRST_BYTES_TIMEOUT_S: Final = 3.0
+"""The longest a new socket may stay silent before its first handshake bytes (Go gives
+the whole SecretConnection handshake 3 s)."""
 
 ConnFilter = Callable[[str, int], Awaitable[None]]
 """``async filter(remote_ip, remote_port)``; raise any exception to refuse the socket."""
@@ -230,6 +242,15 @@ class Transport:
         allow_duplicate_ip: when False, a socket whose remote IP is already in the conn
             set is refused (``[p2p] allow_duplicate_ip``; Go's duplicate-IP conn filter).
         filter_timeout_s: bound on the conn filters of one socket, seconds.
+        max_incoming_handshakes_per_ip: cap on inbound sockets of one remote IP in the
+            upgrade pipeline; extra ones are closed at once. 0 or less: no cap.
+        first_bytes_timeout_s: bound on the wait for the peer's first handshake bytes,
+            seconds (also on dialed sockets); ``None``: only ``handshake_timeout_s``.
+
+    Attributes:
+        socket_wrapper: called on every TCP socket before its upgrade, as
+            ``wrap(reader, writer, outbound)``, and its streams are used instead; the
+            fuzzed connection (:func:`cometp2p.aio.fuzz.transport_fuzzer`) is one.
     """
 
     def __init__(
@@ -243,6 +264,8 @@ class Transport:
         conn_filters: list[ConnFilter] | None = None,
         allow_duplicate_ip: bool = True,
         filter_timeout_s: float = DEFAULT_FILTER_TIMEOUT_S,
+        max_incoming_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP,
+        first_bytes_timeout_s: float | None = DEFAULT_FIRST_BYTES_TIMEOUT_S,
     ) -> None:
         self.node_key = node_key
         self.node_info = node_info
@@ -252,8 +275,12 @@ class Transport:
         self.conn_filters = list(conn_filters or [])
         self.allow_duplicate_ip = allow_duplicate_ip
         self.filter_timeout_s = filter_timeout_s
+        self.socket_wrapper: SocketWrapper | None = None
+        self.max_incoming_handshakes_per_ip = max_incoming_handshakes_per_ip
+        self.first_bytes_timeout_s = first_bytes_timeout_s
         self._server: asyncio.Server | None = None
         self._in_handshake = 0
+        self._in_handshake_by_ip: dict[str, int] = {}
         self._handshakes: set[asyncio.Task[object]] = set()
         self._conns: dict[RemoteAddress, _Held] = {}
         self._unclaimed: set[asyncio.BaseTransport] = set()
@@ -396,7 +423,21 @@ class Transport:
                 )
             )
             return
+        ip = _normalise_ip(remote[0])
+        per_ip = self.max_incoming_handshakes_per_ip
+        held = self._in_handshake_by_ip.get(ip, 0)
+        if per_ip > 0 and held >= per_ip:
+            _abort_writer(writer)
+            reject(
+                RejectedError(
+                    RejectReason.LIMIT,
+                    f"{held} inbound connections from {ip} already in handshake "
+                    f"(cap {per_ip} per IP); {remote[0]}:{remote[1]} closed",
+                )
+            )
+            return
         self._in_handshake += 1
+        self._in_handshake_by_ip[ip] = held + 1
         try:
             upgraded = await self.upgrade(reader, writer, dialed=None)
         except CometP2PError as exc:
@@ -410,6 +451,11 @@ class Transport:
             return
         finally:
             self._in_handshake -= 1
+            left = self._in_handshake_by_ip.get(ip, 1) - 1
+            if left > 0:
+                self._in_handshake_by_ip[ip] = left
+            else:
+                self._in_handshake_by_ip.pop(ip, None)
         if self._closed:
             await close_writer(writer)
             self.cleanup(remote)
@@ -488,6 +534,8 @@ class Transport:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.socket_wrapper is not None:
+            reader, writer = self.socket_wrapper(reader, writer, dialed is not None)
         remote = _peername(writer)
         try:
             self._admit(remote, writer)
@@ -514,7 +562,11 @@ class Transport:
             raise
         try:
             secret = await secret_handshake(
-                reader, writer, self.node_key, timeout_s=self.handshake_timeout_s
+                reader,
+                writer,
+                self.node_key,
+                timeout_s=self.handshake_timeout_s,
+                first_bytes_timeout_s=self.first_bytes_timeout_s,
             )
         except CometP2PError as exc:
             _abort_writer(writer)

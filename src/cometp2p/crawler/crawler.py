@@ -112,7 +112,8 @@ class CrawlConfig:
         moniker: the moniker in the crawler's NodeInfo.
         version: the software version in the crawler's NodeInfo.
         block_version: the block protocol version advertised; nodes with another one are
-            ``incompatible`` (CometBFT v0.38 and v1.0 both use 11).
+            ``incompatible``. ``None`` (the default): the seed's, learnt with the network
+            when the network is not given (issue #12), else 11 (CometBFT v0.38 and v1.0).
 
     Raises:
         ConfigError: a non-positive concurrency, timeout, max_nodes or max_duration_s.
@@ -125,7 +126,7 @@ class CrawlConfig:
     allowed_networks: tuple[IPNetwork, ...] = ()
     moniker: str = "cometp2p-crawler"
     version: str = DEFAULT_SOFTWARE_VERSION
-    block_version: int = BLOCK_PROTOCOL
+    block_version: int | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -206,6 +207,8 @@ class Crawler:
         self._started = clock()
         self._state = _State()
         self._used = False
+        self.seed_block_version: int | None = None
+        """The block protocol version of the seed :meth:`detect_network` heard from."""
 
     # ------------------------------------------------------------------ public
 
@@ -242,6 +245,13 @@ class Crawler:
                 reasons.append(f"{seed}: {failure.reason.value}: {failure.detail}")
                 continue
             self.network = info.network
+            self.seed_block_version = info.protocol_version.block
+            logger.info(
+                "seed %s is on network %s, block protocol %d",
+                seed,
+                info.network,
+                info.protocol_version.block,
+            )
             return info.network
         raise CrawlError(
             "could not learn the network from any seed; pass it explicitly. "
@@ -265,8 +275,11 @@ class Crawler:
         started_at = datetime.now(UTC)
         self._started = self._clock()
         network = self.network or await self.detect_network(seed_list)
+        block_version = self.config.block_version
+        if block_version is None:
+            block_version = self.seed_block_version or BLOCK_PROTOCOL
         ours = NodeInfo(
-            protocol_version=ProtocolVersion(P2P_PROTOCOL, self.config.block_version, 0),
+            protocol_version=ProtocolVersion(P2P_PROTOCOL, block_version, 0),
             node_id=self.node_key.node_id,
             listen_addr=CRAWLER_LISTEN_ADDR,
             network=network,

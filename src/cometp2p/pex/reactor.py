@@ -634,7 +634,10 @@ class PEXReactor(Reactor):
     def _dial_failed(self, addr: NetAddress, exc: CometP2PError) -> None:
         self.counters.dials_failed += 1
         attempts = self.core.dial_failed(addr, self._clock())
-        logger.debug("[%s] dial %s failed (attempt %d): %s", addr.id, addr, attempts, exc)
+        # A refusal (another chain or block version, a wrong ID, ...) is news for the
+        # operator: INFO (issue #12). An address that does not answer is routine: DEBUG.
+        level = logging.INFO if isinstance(exc, RejectedError) else logging.DEBUG
+        logger.log(level, "[%s] dial %s failed (attempt %d): %s", addr.id, addr, attempts, exc)
 
     async def _dial_peer_task(self, addr: NetAddress) -> None:
         await self._dial_peer(addr)

@@ -92,6 +92,7 @@ __all__ = [
     "MConnectionStatus",
     "MessageReceived",
     "SendQueueReady",
+    "recv_payload_limit",
 ]
 
 DEFAULT_RECV_MESSAGE_CAPACITY: Final = 22_020_096
@@ -147,6 +148,11 @@ class ChannelDescriptor:
             )
 
 
+def recv_payload_limit(config: MConnectionConfig) -> int:
+    """The most data bytes per PacketMsg an MConnection with ``config`` accepts."""
+    return max(config.max_packet_msg_payload_bytes, config.recv_packet_msg_payload_bytes)
+
+
 @dataclass(frozen=True, slots=True)
 class MConnectionConfig:
     """Tunables of one MConnection (wire.md §8.1).
@@ -155,7 +161,14 @@ class MConnectionConfig:
         send_rate_bytes_per_s: ``[p2p] send_rate``, node default 5 120 000; 0 = unlimited.
         recv_rate_bytes_per_s: ``[p2p] recv_rate``, node default 5 120 000; 0 = unlimited.
         max_packet_msg_payload_bytes: ``[p2p] max_packet_msg_payload_size``, default
-            1024: data bytes per PacketMsg; also fixes the largest Packet accepted.
+            1024: data bytes per PacketMsg we send.
+        recv_packet_msg_payload_bytes: the most data bytes per PacketMsg we accept:
+            ``max(max_packet_msg_payload_bytes, this)``, default 65 536. Beyond Go
+            (issue #12): Go refuses any Packet larger than its own send size (1034 bytes
+            by default), so a peer set to 4096 breaks every link on its first big
+            packet. 64 KiB covers every size chains use (1024 to 10 240) and costs
+            nothing: a message is still bounded by its channel's
+            ``recv_message_capacity``. Set it to 1 for Go's strict check.
         flush_throttle_s: ``[p2p] flush_throttle_timeout``, default 0.1 (v1.0: 0.01):
             the longest data held back while the send rate is exhausted.
         ping_interval_s: seconds between our Pings (Go: 60, not configurable).
@@ -175,6 +188,7 @@ class MConnectionConfig:
     send_rate_bytes_per_s: int = 5_120_000
     recv_rate_bytes_per_s: int = 5_120_000
     max_packet_msg_payload_bytes: int = 1024
+    recv_packet_msg_payload_bytes: int = 65_536
     flush_throttle_s: float = 0.1
     ping_interval_s: float = 60.0
     pong_timeout_s: float = 45.0
@@ -207,6 +221,11 @@ class MConnectionConfig:
             raise ConfigError(
                 f"pong timeout ({self.pong_timeout_s} s) must be less than the ping interval "
                 f"({self.ping_interval_s} s), otherwise the next ping resets the pong timer"
+            )
+        if self.recv_packet_msg_payload_bytes < 1:
+            raise ConfigError(
+                "recv_packet_msg_payload_bytes must be >= 1, got "
+                f"{self.recv_packet_msg_payload_bytes}"
             )
         if self.write_batch_bytes < 1:
             raise ConfigError(f"write_batch_bytes must be >= 1, got {self.write_batch_bytes}")
@@ -442,7 +461,7 @@ class MConnection:
                 raise LocalProtocolError(f"channel {ch.id:#04x} declared twice")
             self._by_id[ch.id] = ch
             self._by_byte[ch.id] = ch
-        self._max_packet = max_packet_msg_size(payload)
+        self._max_packet = max_packet_msg_size(recv_payload_limit(config))
         self._events: deque[Event] = deque()
         # send side
         self._pending = 0  # channels with a queued or partly sent message
@@ -1050,7 +1069,7 @@ class MConnection:
     def _oversize(self, length: int) -> RemoteProtocolError:
         return RemoteProtocolError(
             f"Packet exceeds max size: declared {length} bytes, limit {self._max_packet} "
-            f"(max_packet_msg_payload_size={self.config.max_packet_msg_payload_bytes})"
+            f"(PacketMsg payloads up to {recv_payload_limit(self.config)} bytes)"
         )
 
     def _unknown_channel(self, channel_id: int) -> RemoteProtocolError:

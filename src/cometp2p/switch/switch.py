@@ -9,11 +9,19 @@ Follows behaviour.md §1 (v0.38 Switch) with the quirks fixed:
 * an unexpected accept error is logged, never fatal (Q1.5);
 * the duplicate-ID and inbound-limit checks and the insertion into the peer set happen
   in one step without a suspension point, so concurrent handshakes cannot both pass;
-* a peer that refused us (or that we refused) as *incompatible* is cooled down for
-  ``ReconnectPolicy.incompatible_cooldown_s``: no dial to its ID is attempted meanwhile,
-  and a persistent one skips the fast phase of the reconnect schedule (tendermint issue
-  #6604); one that turns out to be ourselves is never redialed;
-* the first redial of the reconnect schedule has no random delay, later ones have.
+* a peer that refused us (or that we refused) as *incompatible* is cooled down: no dial
+  to its ID is attempted meanwhile, and a persistent one skips the fast phase of the
+  reconnect schedule (tendermint issue #6604); one that turns out to be ourselves is
+  never redialed. The cooldown starts short (``ReconnectPolicy.incompatible_cooldown_s``,
+  5 s) and doubles with each refusal in a row up to ``incompatible_cooldown_max_s``
+  (300 s), so an operator who fixes a chain ID is not ignored for minutes; the reason
+  is logged at INFO on the dialing side (issue #12);
+* the first redial of the reconnect schedule has no random delay, later ones have;
+* a persistent peer whose connection died less than ``ReconnectPolicy.short_lived_s``
+  after it was made is redialed only after a wait that doubles with each such death in
+  a row (``short_lived_backoff_s`` up to ``short_lived_backoff_max_s``): a link that
+  breaks at once (say, on a packet the peer cannot take) no longer makes hundreds of
+  full handshakes a minute (issue #12).
 
 Peer removal keeps Go's order (close the connection, stop the peer's receive tasks,
 ``Reactor.remove_peer``, and only then leave the peer set) so a quick reconnect by the
@@ -34,12 +42,14 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
 from cometp2p.aio.connection import Connection
+from cometp2p.aio.fuzz import fuzzer_from_config
 from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.aio.transport import (
     DEFAULT_FILTER_TIMEOUT_S,
@@ -85,6 +95,9 @@ _CLOSE_TIMEOUT_S: Final = 1.0
 _RECEIVE_DRAIN_TIMEOUT_S: Final = 1.0
 """How long a stopping peer's in-progress ``Reactor.receive`` calls may take to finish."""
 
+_MAX_COOLDOWN_ENTRIES: Final = 4096
+"""Most node IDs whose incompatible refusals are remembered at once."""
+
 
 class AlreadyConnectedError(CometP2PError):
     """The address is being dialed already, or its ID or IP is already a peer.
@@ -99,9 +112,9 @@ class ReconnectPolicy:
 
     Phase 1: ``fast_attempts`` dials, the first at once, the others ``fast_interval_s``
     apart. Phase 2: ``backoff_attempts`` dials, the i-th (1-based) after
-    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After an *incompatible*
-    refusal the peer's ID is not dialed for ``incompatible_cooldown_s`` and its schedule
-    continues in phase 2.
+    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After the n-th
+    *incompatible* refusal in a row the peer's ID is not dialed for
+    :meth:`incompatible_cooldown` ``(n)`` seconds and its schedule continues in phase 2.
     """
 
     fast_attempts: int = 20
@@ -109,7 +122,32 @@ class ReconnectPolicy:
     backoff_attempts: int = 10
     backoff_base_s: float = 3.0
     jitter_s: float = 3.0
-    incompatible_cooldown_s: float = 300.0
+    incompatible_cooldown_s: float = 5.0
+    incompatible_cooldown_max_s: float = 300.0
+    short_lived_s: float = 10.0
+    short_lived_backoff_s: float = 1.0
+    short_lived_backoff_max_s: float = 300.0
+
+    def short_lived_wait(self, deaths: int) -> float:
+        """Seconds before redialing after the ``deaths``-th short-lived connection in a row
+        (1-based): ``short_lived_backoff_s`` doubled each time, at most
+        ``short_lived_backoff_max_s``; 0 for ``deaths < 1``."""
+        first = self.short_lived_backoff_s
+        if first <= 0 or deaths < 1:
+            return 0.0
+        cap = max(self.short_lived_backoff_max_s, first)
+        return min(first * 2.0 ** min(deaths - 1, 64), cap)
+
+    def incompatible_cooldown(self, refusals: int) -> float:
+        """Seconds of cooldown after the ``refusals``-th incompatible refusal in a row
+        (1-based): ``incompatible_cooldown_s`` doubled each time, at most
+        ``incompatible_cooldown_max_s``."""
+        first = self.incompatible_cooldown_s
+        if first <= 0 or refusals < 1:
+            return max(first, 0.0)
+        return min(
+            first * 2.0 ** min(refusals - 1, 64), max(self.incompatible_cooldown_max_s, first)
+        )
 
     def delays(self, *, cooled_down: bool = False) -> list[float]:
         """The waits before each attempt (without jitter); the first fast one is 0."""
@@ -240,6 +278,8 @@ class Switch:
         self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
         self._configure_transport()
         self._cooldown_until: dict[NodeID, float] = {}
+        self._refusals: dict[NodeID, tuple[int, float]] = {}  # (in a row, last at)
+        self._short_lived: dict[NodeID, int] = {}  # persistent peers' quick deaths in a row
         self._running = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
@@ -363,6 +403,8 @@ class Switch:
         self.add_private_peer_ids(config.private_peer_ids)
         host, port = _split_laddr(config.laddr)
         self._configure_transport()
+        if config.test_fuzz:  # behaviour.md §8; otherwise a wrapper set by hand stays
+            self.transport.socket_wrapper = fuzzer_from_config(config, self.rng)
         started: list[Reactor] = []
         try:
             for reactor in self._reactors.values():
@@ -528,17 +570,47 @@ class Switch:
     def end_cooldown(self, node_id: str) -> None:
         """Allow dials to ``node_id`` again at once (e.g. after its operator fixed it)."""
         self._cooldown_until.pop(NodeID(node_id.lower()), None)
+        self._refusals.pop(NodeID(node_id.lower()), None)
 
     def _cool_down(self, node_id: str | None, error: CometP2PError) -> None:
         if node_id is None or not isinstance(error, RejectedError):
             return
         if error.reason is not RejectReason.INCOMPATIBLE:
             return
-        period = self.reconnect_policy.incompatible_cooldown_s
+        policy = self.reconnect_policy
+        now = asyncio.get_running_loop().time()
+        key = NodeID(node_id.lower())
+        count, last = self._refusals.get(key, (0, now))
+        if now - last > 2 * policy.incompatible_cooldown_max_s:
+            count = 0  # a refusal long after the last one starts the cooldowns afresh
+        period = policy.incompatible_cooldown(count + 1)
         if period <= 0:
             return
-        self._cooldown_until[NodeID(node_id)] = asyncio.get_running_loop().time() + period
-        logger.info("[%s] incompatible; not dialing it for %g s", node_id, period)
+        if len(self._refusals) >= _MAX_COOLDOWN_ENTRIES:
+            self._prune_cooldowns(now)
+        self._refusals[key] = (count + 1, now)
+        self._cooldown_until[key] = now + period
+        logger.info(
+            "[%s] incompatible (refusal %d in a row): %s; not dialing it for %g s",
+            node_id,
+            count + 1,
+            error,
+            period,
+        )
+
+    def _prune_cooldowns(self, now: float) -> None:
+        """Bound the cooldown state (IDs that churn must not grow it without end)."""
+        horizon = 2 * self.reconnect_policy.incompatible_cooldown_max_s
+        for key, (_, last) in list(self._refusals.items()):
+            if now - last > horizon:
+                del self._refusals[key]
+        for key, until in list(self._cooldown_until.items()):
+            if until <= now:
+                del self._cooldown_until[key]
+        while len(self._refusals) >= _MAX_COOLDOWN_ENTRIES:  # oldest first
+            key = next(iter(self._refusals))
+            del self._refusals[key]
+            self._cooldown_until.pop(key, None)
 
     # ------------------------------------------------------------------ dialing
 
@@ -628,14 +700,46 @@ class Switch:
 
     # ------------------------------------------------------------------ reconnect
 
-    def _start_reconnect(self, address: NetAddress, *, first_attempt_done: bool = False) -> None:
+    def _start_reconnect(
+        self, address: NetAddress, *, first_attempt_done: bool = False, delay_s: float = 0.0
+    ) -> None:
         if address.id in self._reconnecting or not self._running:
             return
         self._reconnecting.add(address.id)
-        self._spawn(self._reconnect(address, first_attempt_done), f"reconnect-{address.id[:12]}")
+        self._spawn(
+            self._reconnect(address, first_attempt_done, delay_s), f"reconnect-{address.id[:12]}"
+        )
 
-    async def _reconnect(self, address: NetAddress, first_attempt_done: bool) -> None:
-        """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed)."""
+    def _short_lived_delay(self, peer: Peer) -> float:
+        """The wait before redialing ``peer`` (0 unless its connection was short-lived)."""
+        policy = self.reconnect_policy
+        lived = time.monotonic() - peer.created_at
+        if lived >= policy.short_lived_s:
+            self._short_lived.pop(peer.id, None)
+            return 0.0
+        deaths = self._short_lived.get(peer.id, 0) + 1
+        self._short_lived[peer.id] = deaths
+        wait = policy.short_lived_wait(deaths)
+        logger.info(
+            "[%s] connection lived %.1f s (short-lived %d in a row); redialing in %g s",
+            peer.id,
+            lived,
+            deaths,
+            wait,
+        )
+        return wait
+
+    async def _reconnect(
+        self, address: NetAddress, first_attempt_done: bool, delay_s: float = 0.0
+    ) -> None:
+        """Redial ``address`` on the schedule of behaviour.md §1.10 (quirks fixed), after
+        ``delay_s`` seconds (the back-off of a short-lived connection)."""
+        if delay_s > 0:
+            try:
+                await asyncio.sleep(delay_s)
+            except BaseException:
+                self._reconnecting.discard(address.id)
+                raise
         schedule = ReconnectSchedule(
             self.reconnect_policy,
             self.rng,
@@ -757,6 +861,7 @@ class Switch:
             raise
         connection.start()
         self.peers.add(peer)
+        self._refusals.pop(peer.id, None)  # compatible now: the next refusal starts short
         self.metrics.peer_added()
         self._start_peer_tasks(peer)
         logger.info(
@@ -885,7 +990,7 @@ class Switch:
                 else self._self_reported_address(peer.node_info)
             )
             if target is not None:
-                self._start_reconnect(target)
+                self._start_reconnect(target, delay_s=self._short_lived_delay(peer))
 
     async def stop_peer_gracefully(self, peer: Peer, flush_timeout_s: float = 2.0) -> None:
         """Stop ``peer`` after flushing what is queued to it; never reconnects."""

@@ -313,7 +313,7 @@ def make_node_info(
 
     Args:
         config: the node configuration: ``moniker``, ``p2p.external_address`` (preferred)
-            or ``p2p.laddr`` as ``listen_addr``, ``[rpc] laddr``, ``[tx_index] indexer``.
+            or ``p2p.laddr`` as ``listen_addr``, ``p2p.block_protocol_version``.
         node_id: our node ID (``NodeKey.node_id``).
         network: the chain ID (see :func:`cometp2p.config.load_chain_id`).
         channels: the channel IDs of every registered Reactor, in order; include the PEX
@@ -330,15 +330,20 @@ def make_node_info(
     except ValueError as exc:
         raise ConfigError(f"channel IDs must be 0..255: {exc}") from exc
     info = NodeInfo(
-        protocol_version=ProtocolVersion(P2P_PROTOCOL, BLOCK_PROTOCOL, app_version),
+        protocol_version=ProtocolVersion(
+            P2P_PROTOCOL, config.p2p.block_protocol_version, app_version
+        ),
         node_id=node_id,
         listen_addr=config.p2p.external_address or config.p2p.laddr,
         network=network,
         version=version,
         channels=channel_bytes,
         moniker=config.moniker,
-        tx_index="off" if config.tx_index_indexer == "null" else "on",
-        rpc_address=config.rpc_laddr,
+        # Only what is true (issue #12): we serve no RPC and index no transactions, so
+        # no rpc_address and tx_index "off" (both accepted by CometBFT's Validate), whatever
+        # [rpc] laddr and [tx_index] indexer say (cometp2p.unsupported reports them).
+        tx_index="off",
+        rpc_address="",
     )
     try:
         info.validate()
