@@ -212,15 +212,20 @@ def crawl_command(
     png: bool,
 ) -> None:
     """Crawl a CometBFT network from SEEDS (id@host:port) through handshakes and PEX."""
-    from cometp2p.config import load_chain_id
-    from cometp2p.crawler import CrawlConfig, Crawler
     from rich.markup import escape
 
+    from cometp2p.config import load_chain_id, resolve_home
+    from cometp2p.crawler import CrawlConfig, Crawler
     from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
 
     console = make_console()
     allowed = _networks(allow_net)
     with cli_errors():
+        if home is not None and not resolve_home(home).is_dir():
+            raise ConfigError(
+                f"home {resolve_home(home)} does not exist: pass an existing --home "
+                "(its config/genesis.json gives the network), or none"
+            )
         seed_addrs = parse_seeds(seeds)
         config = load_home_config(home)
         from_genesis = load_chain_id(config.home, config.genesis_file)
