@@ -27,10 +27,11 @@ from prometheus_client import Gauge
 
 from cometp2p.config import Config, load_chain_id, load_config
 from cometp2p.crypto.keys import NodeKey, load_node_key
-from cometp2p.errors import ConfigError, ReactorTooLateError
+from cometp2p.errors import ConfigError, LocalProtocolError, ReactorTooLateError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
+from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import make_node_info
 
 __all__ = ["Node", "default_reactors", "serve_metrics"]
@@ -193,6 +194,19 @@ class Node:
     def listen_address(self) -> tuple[str, int] | None:
         """The bound ``(host, port)`` once started."""
         return self.switch.listen_address
+
+    @property
+    def address(self) -> NetAddress:
+        """``id@host:port`` to dial this node at (its bound listen address).
+
+        Raises:
+            LocalProtocolError: the node is not started.
+        """
+        if self.switch.listen_address is None:
+            raise LocalProtocolError("the node is not listening; start it first")
+        host, port = self.switch.listen_address
+        host = f"[{host}]" if ":" in host else host
+        return NetAddress.parse(f"{self.node_key.node_id}@{host}:{port}", resolve=False)
 
     def with_p2p(self, **changes: object) -> None:
         """Replace ``[p2p]`` settings before start (used by CLI flags)."""
