@@ -4,12 +4,14 @@ error for a reactor added too late, and a node built from a home."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
-from cometp2p.config import Config, P2PConfig, write_config
+from cometp2p.config import Config, InstrumentationConfig, P2PConfig, write_config
 from cometp2p.crypto.keys import NodeKey, save_node_key
 from cometp2p.errors import ConfigError, LocalProtocolError, ReactorTooLateError
 from cometp2p.node import Node
@@ -98,3 +100,29 @@ def test_from_home_without_genesis_needs_a_chain_id(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="chain_id"):
         Node.from_home(home)
     assert Node.from_home(home, chain_id="given", pex=False).chain_id == "given"
+
+
+async def test_a_metrics_port_in_use_names_the_address() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = Node(_metrics_config(f"127.0.0.1:{port}"), NodeKey.generate(), CHAIN)
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            await node.start()
+
+
+async def test_metrics_on_port_0_are_reported_and_stopped_with_the_node() -> None:
+    node = Node(_metrics_config("127.0.0.1:0"), NodeKey.generate(), CHAIN)
+    async with node:
+        port = node.metrics_port
+        assert port
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+        pass
+
+
+def _metrics_config(listen: str) -> Config:
+    instrumentation = InstrumentationConfig(prometheus=True, prometheus_listen_addr=listen)
+    return dataclasses.replace(_config("m"), instrumentation=instrumentation)
