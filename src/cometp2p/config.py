@@ -15,6 +15,7 @@ Home directory: ``--home``, else ``$COMETP2P_HOME``, else ``~/.cometp2p``
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ from typing import Final, TypeVar
 
 from cometp2p.errors import ConfigError
 from cometp2p.fileio import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_FILE",
@@ -44,6 +47,7 @@ __all__ = [
     "parse_go_duration",
     "render_config_toml",
     "resolve_home",
+    "unknown_keys",
     "write_config",
 ]
 
@@ -424,7 +428,10 @@ def _get(table: _Table, prefix: str, key: str, conv: Callable[[object], _T], def
     try:
         return conv(value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix}{key}: {exc}, got {value!r}") from exc
+        detail = str(exc)
+        if repr(value) not in detail:  # some converters already quote the value
+            detail += f", got {value!r}"
+        raise ConfigError(f"{prefix}{key}: {detail}") from exc
 
 
 # (toml key, field name, converter) for each [p2p] key with a scalar value.
@@ -510,6 +517,44 @@ def _load_fields(
     return cls(**values, **extra)
 
 
+# What a CometBFT v0.38 / v1.0 config.toml may hold that we do not read: not typos.
+_KNOWN_TOP_LEVEL: Final = frozenset(
+    {
+        "version", "proxy_app", "moniker", "db_backend", "db_dir", "log_level", "log_format",
+        "genesis_file", "priv_validator_key_file", "priv_validator_state_file",
+        "priv_validator_laddr", "node_key_file", "abci", "filter_peers", "fast_sync",
+        "event_bus_buffer_capacity",
+        # sections
+        "rpc", "grpc", "p2p", "mempool", "statesync", "blocksync", "fastsync", "consensus",
+        "storage", "tx_index", "instrumentation",
+    }
+)  # fmt: skip
+_KNOWN_P2P: Final = frozenset(
+    {key for key, _, _ in _P2P_KEYS} | {"test_fuzz_config", "upnp"}
+)  # upnp: v0.34's key
+_KNOWN_SECTIONS: Final = {
+    "": _KNOWN_TOP_LEVEL,
+    "p2p.": _KNOWN_P2P,
+    "p2p.test_fuzz_config.": frozenset(key for key, _, _ in _FUZZ_KEYS),
+    "instrumentation.": frozenset(key for key, _, _ in _INSTRUMENTATION_KEYS),
+}
+
+
+def unknown_keys(doc: _Table) -> list[str]:
+    """The dotted keys of ``doc`` (a lower-cased config.toml) that neither cometp2p nor
+    CometBFT knows: in the top level, ``[p2p]``, ``[p2p.test_fuzz_config]`` and
+    ``[instrumentation]`` (the sections we read; others belong to CometBFT's other parts).
+    """
+    found: list[str] = []
+    for prefix, known in _KNOWN_SECTIONS.items():
+        table: object = doc
+        for part in prefix.strip(".").split(".") if prefix else ():
+            table = table.get(part, {}) if isinstance(table, dict) else {}
+        if isinstance(table, dict):
+            found.extend(f"{prefix}{key}" for key in table if key not in known)
+    return found
+
+
 def _parse_config(home: Path, doc: _Table) -> Config:
     p2p_table = _section(doc, "p2p")
     fuzz = _load_fields(
@@ -545,6 +590,9 @@ def load_config(home: Path) -> Config:
     Args:
         home: the home directory (see :func:`resolve_home`).
 
+    Logs a warning naming each unknown key (see :func:`unknown_keys`), and one for an
+    empty file.
+
     Raises:
         ConfigError: if the file cannot be read, is not TOML, or a key we use has a value
             of the wrong type or out of range; the message names the key and the value.
@@ -560,8 +608,13 @@ def load_config(home: Path) -> Config:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a valid TOML file: {exc}") from exc
+    lowered = _lower_keys(doc)
+    if not lowered:
+        logger.warning("%s is empty: every setting takes its default", path)
+    for key in unknown_keys(lowered):
+        logger.warning("%s: unknown key %r (a typo?); it is ignored", path, key)
     try:
-        return _parse_config(home, _lower_keys(doc))
+        return _parse_config(home, lowered)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 

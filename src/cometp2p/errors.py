@@ -181,6 +181,9 @@ class RejectReason(enum.Enum):
     NODE_INFO_INVALID = "node info invalid"
     AUTH_FAILURE = "auth failure"
     LIMIT = "limit"
+    REMOTE_CLOSED = "closed by the remote"
+    """The remote closed the connection before or during the SecretConnection handshake:
+    all the other side can observe of a refusal such as Go's duplicate-IP filter."""
 
 
 class RejectedError(CometP2PError):

@@ -21,20 +21,24 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from prometheus_client import Gauge
 
 from cometp2p.config import Config, load_chain_id, load_config
 from cometp2p.crypto.keys import NodeKey, load_node_key
-from cometp2p.errors import ConfigError, ReactorTooLateError
+from cometp2p.errors import ConfigError, LocalProtocolError, ReactorTooLateError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import Switch
 from cometp2p.unsupported import log_unsupported_settings
+from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import make_node_info
 
 __all__ = ["Node", "default_reactors", "serve_metrics"]
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,8 @@ _GAUGE_REFRESH_S = 0.2
 
 
 def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> int:
-    """Serve ``metrics`` over HTTP at ``listen_addr`` (``[host]:port``, e.g. ``:26660``).
+    """Serve ``metrics`` over HTTP at ``listen_addr`` (``[host]:port``, e.g. ``:26660``)
+    for the rest of the process (a :class:`Node` stops its own server on stop).
 
     Port 0 binds an ephemeral port.
 
@@ -53,6 +58,10 @@ def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> int:
         ConfigError: the address is malformed.
         OSError: the port cannot be bound (the message names the address).
     """
+    return int(_start_metrics_server(metrics, listen_addr).server_port)
+
+
+def _start_metrics_server(metrics: P2PMetrics, listen_addr: str) -> WSGIServer:
     from prometheus_client import start_http_server
 
     host, sep, port = listen_addr.rpartition(":")
@@ -64,7 +73,7 @@ def serve_metrics(metrics: P2PMetrics, listen_addr: str) -> int:
         raise OSError(
             exc.errno, f"cannot serve metrics on {listen_addr}: {exc.strerror or exc}"
         ) from exc
-    return int(server.server_port)
+    return server
 
 
 def default_reactors(
@@ -135,6 +144,7 @@ class Node:
         node_info = make_node_info(config, node_key.node_id, chain_id, [])
         self.switch = Switch(config.p2p, node_key, node_info, metrics=self.metrics)
         self.metrics_port: int | None = None
+        self._metrics_server: WSGIServer | None = None
         self._book_task: asyncio.Task[None] | None = None
         self._book_size = Gauge(
             "addrbook_size",
@@ -206,6 +216,19 @@ class Node:
         """The bound ``(host, port)`` once started."""
         return self.switch.listen_address
 
+    @property
+    def address(self) -> NetAddress:
+        """``id@host:port`` to dial this node at (its bound listen address).
+
+        Raises:
+            LocalProtocolError: the node is not started.
+        """
+        if self.switch.listen_address is None:
+            raise LocalProtocolError("the node is not listening; start it first")
+        host, port = self.switch.listen_address
+        host = f"[{host}]" if ":" in host else host
+        return NetAddress.parse(f"{self.node_key.node_id}@{host}:{port}", resolve=False)
+
     def with_p2p(self, **changes: object) -> None:
         """Replace ``[p2p]`` settings before start (used by CLI flags)."""
         self.config = dataclasses.replace(
@@ -227,11 +250,16 @@ class Node:
         log_unsupported_settings(self.config)
         # Reactors added straight to the Switch after construction are advertised too.
         self._refresh_node_info()
-        if self.config.instrumentation.prometheus and self.metrics_port is None:
-            self.metrics_port = serve_metrics(
+        if self.config.instrumentation.prometheus and self._metrics_server is None:
+            self._metrics_server = _start_metrics_server(
                 self.metrics, self.config.instrumentation.prometheus_listen_addr
             )
-        await self.switch.start()
+            self.metrics_port = int(self._metrics_server.server_port)
+        try:
+            await self.switch.start()
+        except BaseException:
+            self._stop_metrics_server()
+            raise
         self._book_task = asyncio.create_task(self._refresh_book_size())
         logger.info(
             "node %s started on %s (network %s)",
@@ -250,6 +278,13 @@ class Node:
         if self.switch.is_running:
             await self.switch.stop()
             logger.info("node %s stopped", self.node_key.node_id)
+        self._stop_metrics_server()
+
+    def _stop_metrics_server(self) -> None:
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.shutdown()  # bounded: the serving thread polls every 0.5 s
+            server.server_close()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -23,6 +23,7 @@ COMMAND_TIMEOUT_S = 60.0
 
 
 def crawl_args(out: Path, home: Path, *seeds: str) -> list[str]:
+    home.mkdir(parents=True, exist_ok=True)  # a --home that does not exist is an error
     return [
         "crawl",
         *seeds,

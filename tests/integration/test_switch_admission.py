@@ -308,8 +308,13 @@ async def test_duplicate_ip_is_refused_unless_allowed() -> None:
         await first.dial_peer_with_address(switch_address(hub))
         # Every node here is 127.0.0.1: the second inbound socket shares the first's IP
         # and is dropped before the handshake.
-        with pytest.raises(RejectedError):
+        with pytest.raises(RejectedError) as info:
             await second.dial_peer_with_address(switch_address(hub))
+        # All the dialer sees is the hub closing: its reason says so and names the
+        # likely cause, never "auth failure" (issue 10).
+        assert info.value.reason is RejectReason.REMOTE_CLOSED
+        assert "duplicate IPs" in str(info.value)
+        assert "auth failure" not in str(info.value)
         rejected = await next_rejection(refused)
         assert rejected.reason is RejectReason.FILTERED
         assert "duplicate IP 127.0.0.1" in str(rejected)
@@ -336,7 +341,8 @@ async def test_conn_filter_refuses_before_any_handshake_byte() -> None:
     async with running([hub, dialer]), asyncio.timeout(10):
         with pytest.raises(RejectedError) as info:
             await dialer.dial_peer_with_address(switch_address(hub))
-        assert info.value.reason is RejectReason.AUTH_FAILURE  # the dialer saw EOF
+        # The dialer saw EOF: a close by the remote, not an authentication failure.
+        assert info.value.reason is RejectReason.REMOTE_CLOSED
         rejected = await next_rejection(refused)
         assert rejected.reason is RejectReason.FILTERED
         assert "127.0.0.1 is not welcome" in str(rejected)

@@ -64,6 +64,7 @@ async def test_crawl_command_on_the_testnet_writes_a_book_cometbft_uses(
     testnet: list[CometBFTNode], cometbft_node: NodeFactory, tmp_path: Path
 ) -> None:
     out = tmp_path / "crawl"
+    (tmp_path / "home").mkdir()  # an empty home: a --home that does not exist is an error
     run = await run_cometp2p(
         "crawl",
         testnet[1].p2p_address,

@@ -158,10 +158,23 @@ async def assert_pongs_arrive(peer: Peer, count: int) -> None:
     assert peer.is_running, f"the link to {peer.id} ended: {peer.connection.closed}"
 
 
-def go_peer(node: CometBFTNode, node_id: str) -> JSONObject:
-    peers = [p for p in node.peers() if p["node_info"]["id"] == node_id]
-    assert len(peers) == 1, node.peers()
-    return peers[0]
+async def go_peer(node: CometBFTNode, node_id: str, timeout_s: float = 10.0) -> JSONObject:
+    """The Go node's ``/net_info`` entry for ``node_id``, polled until it is listed.
+
+    The Go node adds a peer to ``/net_info`` only after its own reactors took it, which
+    can come after our side already saw the connection: never assert on the first read.
+
+    Raises:
+        AssertionError: not listed exactly once within ``timeout_s`` seconds.
+    """
+    found: list[JSONObject] = []
+
+    def listed() -> bool:
+        found[:] = [p for p in node.peers() if p["node_info"]["id"] == node_id]
+        return len(found) == 1
+
+    await eventually(listed, f"{node_id} in the Go node's /net_info", timeout_s=timeout_s)
+    return found[0]
 
 
 def assert_reports_the_go_node(peer: Peer, node: CometBFTNode) -> None:
@@ -203,7 +216,7 @@ async def test_our_switch_dials_cometbft_and_the_link_stays_up(node: CometBFTNod
 
         await assert_pongs_arrive(peer, 4)
         # The Go side saw our Pings: its receive counter for us kept growing.
-        received = go_peer(node, switch.node_id)["connection_status"]
+        received = (await go_peer(node, switch.node_id))["connection_status"]
         assert int(received["RecvMonitor"]["Bytes"]) > 0
         assert "Stopping peer for error" not in node.log_text()
         assert switch.num_peers() == (1, 0, 0)
@@ -238,7 +251,7 @@ async def test_cometbft_dials_us_through_persistent_peers(
         assert await pex.requests.get() == go.node_id
         assert await pex.answered.get() == go.node_id
         await assert_pongs_arrive(peer, 4)
-        assert go_peer(go, switch.node_id)["is_outbound"] is True
+        assert (await go_peer(go, switch.node_id))["is_outbound"] is True
         assert "Stopping peer for error" not in go.log_text()
         assert pex.others == []
         assert rejected == []
@@ -255,7 +268,7 @@ async def test_cometbft_dials_us_through_dial_peers(node: CometBFTNode) -> None:
         peer = await pex.peers_added.get()  # the node dials after up to 3 s
         assert not peer.is_outbound
         assert_reports_the_go_node(peer, node)
-        assert go_peer(node, switch.node_id)["is_outbound"] is True
+        assert (await go_peer(node, switch.node_id))["is_outbound"] is True
         await assert_pongs_arrive(peer, 2)
     await node.await_peers(0, timeout_s=10.0)
 

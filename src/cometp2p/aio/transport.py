@@ -568,6 +568,24 @@ class Transport:
                 timeout_s=self.handshake_timeout_s,
                 first_bytes_timeout_s=self.first_bytes_timeout_s,
             )
+        except ConnectionBrokenError as exc:
+            _abort_writer(writer)
+            # All we can see of a refusal by the remote (duplicate IP, a full peer list,
+            # a filter) is the connection ending here: say so, not "auth failure".
+            if dialed is None:
+                message = f"{_host_port_text(remote)} hung up during the handshake: {exc}"
+            else:
+                message = (
+                    f"{_host_port_text(remote)} closed the connection during the "
+                    "SecretConnection handshake (it may refuse duplicate IPs, "
+                    "allow_duplicate_ip = false; be at its peer limit; or filter us): "
+                    f"{exc}"
+                )
+            raise RejectedError(
+                RejectReason.REMOTE_CLOSED,
+                message,
+                node_id=None if dialed is None else dialed.id,
+            ) from exc
         except CometP2PError as exc:
             _abort_writer(writer)
             raise RejectedError(
@@ -631,6 +649,11 @@ class Transport:
             outbound=dialed is not None,
             dialed_address=dialed,
         )
+
+
+def _host_port_text(remote: RemoteAddress) -> str:
+    host, port = remote
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _normalise_ip(ip: str) -> str:

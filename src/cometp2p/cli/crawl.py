@@ -15,25 +15,23 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from cometp2p.cli.main import cli_errors, home_option, load_home_config, make_console
-from cometp2p.config import load_chain_id
-from cometp2p.crawler import CrawlConfig, Crawler, CrawlProgress, CrawlResult
-from cometp2p.crawler.crawler import IPNetwork
-from cometp2p.crawler.report import (
-    PLOT_EXTRA_NOTE,
-    CrawlFiles,
-    plot_available,
-    write_crawl_files,
-)
 from cometp2p.errors import ConfigError, NetAddressError
-from cometp2p.wire.netaddress import NetAddress
+
+# Listing the commands (``cometp2p --help``) imports this module: the crawler and rich's
+# widgets are imported where they are used, so that listing stays fast.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cometp2p.crawler import Crawler, CrawlProgress, CrawlResult
+    from cometp2p.crawler.crawler import IPNetwork
+    from cometp2p.crawler.report import CrawlFiles
+    from cometp2p.wire.netaddress import NetAddress
 
 __all__ = [
     "COMMANDS",
@@ -56,6 +54,8 @@ def parse_seeds(values: Sequence[str]) -> list[NetAddress]:
     Raises:
         ConfigError: a seed does not parse or does not resolve; or none was given.
     """
+    from cometp2p.wire.netaddress import NetAddress
+
     seeds: list[NetAddress] = []
     for value in values:
         for text in (part.strip() for part in value.split(",")):
@@ -88,6 +88,8 @@ async def run_crawl(
     """
     if console is None:
         return await crawler.crawl(seeds)
+    from rich.live import Live
+
     task = asyncio.create_task(crawler.crawl(seeds))
     with Live(
         _progress_line(crawler.progress()), console=console, refresh_per_second=8, transient=True
@@ -102,6 +104,8 @@ async def run_crawl(
 
 def summary_table(result: CrawlResult, max_rows: int = _TABLE_ROWS) -> Table:
     """A rich table of the crawled nodes: reachable first, then failures by reason."""
+    from rich.table import Table
+
     table = Table(
         title=f"{result.network}: {len(result.nodes)} nodes found, {len(result.reached)} "
         f"reachable, {len(result.edges)} edges, {result.elapsed_s:.1f} s"
@@ -208,9 +212,20 @@ def crawl_command(
     png: bool,
 ) -> None:
     """Crawl a CometBFT network from SEEDS (id@host:port) through handshakes and PEX."""
+    from rich.markup import escape
+
+    from cometp2p.config import load_chain_id, resolve_home
+    from cometp2p.crawler import CrawlConfig, Crawler
+    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
+
     console = make_console()
     allowed = _networks(allow_net)
     with cli_errors():
+        if home is not None and not resolve_home(home).is_dir():
+            raise ConfigError(
+                f"home {resolve_home(home)} does not exist: pass an existing --home "
+                "(its config/genesis.json gives the network), or none"
+            )
         seed_addrs = parse_seeds(seeds)
         config = load_home_config(home)
         from_genesis = load_chain_id(config.home, config.genesis_file)
@@ -231,7 +246,7 @@ def crawl_command(
         result = asyncio.run(run_crawl(crawler, seed_addrs, console))
         console.print(summary_table(result))
         if png and not plot_available():
-            console.print(f"[yellow]note[/]: {PLOT_EXTRA_NOTE}")
+            console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
             png = False
         files = write_crawl_files(
             result, out_dir, now=datetime.now(UTC), png=png, rng=random.Random()

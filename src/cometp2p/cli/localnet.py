@@ -32,22 +32,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
-from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from cometp2p.cli.crawl import print_files, run_crawl, summary_table
 from cometp2p.cli.main import cli_errors
 from cometp2p.config import Config, InstrumentationConfig, P2PConfig, write_config
-from cometp2p.crawler import CrawlConfig, Crawler, CrawlResult
-from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
 from cometp2p.crypto.keys import NodeKey, save_node_key
 from cometp2p.errors import CometP2PError
-from cometp2p.wire.netaddress import NetAddress
+
+# Listing the commands imports this module; the heavier pieces load where they are used.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from cometp2p.crawler import CrawlResult
 
 __all__ = ["COMMANDS", "LocalNode", "localnet_command", "scrape"]
 
@@ -120,6 +120,8 @@ def scrape(port: int, timeout_s: float = 1.0) -> dict[str, float]:
             text = r.read().decode()
     except (urllib.error.URLError, OSError):
         return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -298,6 +300,8 @@ def _state(node: LocalNode, target: int) -> str:
 
 
 def _table(nodes: list[LocalNode], targets: dict[int, int], elapsed_s: float) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"cometp2p localnet — {len(nodes)} nodes — {elapsed_s:5.1f} s")
     if len(nodes) > _TABLE_ROWS:  # one row per state: a 200-row table helps nobody
         for column in ("state", "nodes", "peers (min / max)"):
@@ -333,6 +337,9 @@ def _targets(nodes: list[LocalNode], max_outbound: int) -> dict[int, int]:
 
 def _crawl(seed: LocalNode, console: Console) -> CrawlResult:
     """Crawl the local network from its seed, as ``cometp2p crawl`` would."""
+    from cometp2p.crawler import CrawlConfig, Crawler
+    from cometp2p.wire.netaddress import NetAddress
+
     crawler = Crawler(CHAIN_ID, CrawlConfig(timeout_s=_CRAWL_TIMEOUT_S, allowed_networks=_LOOPBACK))
     address = NetAddress.parse(seed.address, resolve=False)
     return asyncio.run(run_crawl(crawler, [address], console))
@@ -406,6 +413,12 @@ def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: 
     port itself and reports it, so no port is ever raced for. Ctrl-C, SIGTERM and SIGHUP
     stop every node; so does localnet dying (each node stops with its parent).
     """
+    from rich.console import Console
+    from rich.live import Live
+    from rich.markup import escape
+
+    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
+
     console = Console(highlight=False)
     with cli_errors():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,7 +476,7 @@ def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: 
         console.print(summary_table(crawl))
         png = plot_available()
         if not png:
-            console.print(f"[yellow]note[/]: {PLOT_EXTRA_NOTE}")
+            console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
         with cli_errors():
             files = write_crawl_files(
                 crawl, out_dir, now=datetime.now(UTC), rng=random.Random(), png=png

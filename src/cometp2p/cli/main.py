@@ -19,6 +19,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
@@ -26,27 +27,66 @@ import click
 from cometp2p import __version__
 from cometp2p.config import CONFIG_FILE, Config, load_config, resolve_home, write_config
 from cometp2p.crypto.keys import load_node_key, load_or_generate_node_key
-from cometp2p.errors import CometP2PError
+from cometp2p.errors import CometP2PError, ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["cli_errors", "home_option", "load_home_config", "main", "make_console"]
+__all__ = [
+    "cli_errors",
+    "home_option",
+    "load_home_config",
+    "main",
+    "make_console",
+    "require_home",
+]
 
 _F = TypeVar("_F", bound=Callable[..., object])
 
 _DIR_MODE: Final = 0o700  # CometBFT creates its home, config/ and data/ with 0700
 
 
+_HOME_META: Final = "cometp2p.home"
+
+
+def _home_from_group(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    # `cometp2p --home X start` (cometbft's global flag) as well as `cometp2p start --home X`.
+    if value is not None:
+        return value
+    home = ctx.find_root().meta.get(_HOME_META)
+    return home if isinstance(home, str) else None
+
+
 def home_option(func: _F) -> _F:
-    """The shared ``--home DIR`` option; the value is passed on as ``home: str | None``."""
+    """The shared ``--home DIR`` option; the value is passed on as ``home: str | None``.
+
+    Also takes the group's ``cometp2p --home DIR <command>`` when the command has none.
+    """
     return click.option(
         "--home",
         "home",
         type=click.Path(file_okay=False, dir_okay=True, path_type=str),
         default=None,
+        callback=_home_from_group,
         help="Home directory [default: $COMETP2P_HOME, else ~/.cometp2p].",
     )(func)
+
+
+def require_home(home: str | None) -> Path:
+    """The resolved home, which must hold ``config/config.toml`` (``cometp2p init`` or
+    ``cometbft init`` made it): a mistyped ``--home`` must not run a fresh node.
+
+    Raises:
+        ConfigError: the home or its config file does not exist.
+    """
+    root = resolve_home(home)
+    if not (root / CONFIG_FILE).is_file():
+        what = "does not exist" if not root.exists() else f"has no {CONFIG_FILE}"
+        raise ConfigError(
+            f"home {root} {what}: create it with `cometp2p init --home {root}` "
+            "(or `cometbft init`), or pass the right --home"
+        )
+    return root
 
 
 @contextmanager
@@ -59,13 +99,17 @@ def cli_errors() -> Iterator[None]:
         raise click.ClickException(message) from exc
 
 
-def load_home_config(home: str | None) -> Config:
+def load_home_config(home: str | None, *, required: bool = False) -> Config:
     """Resolve the home directory and load its ``config/config.toml`` (defaults if absent).
 
+    Args:
+        home: ``--home`` (``None``: ``$COMETP2P_HOME``, else ``~/.cometp2p``).
+        required: the home must exist (see :func:`require_home`).
+
     Raises:
-        ConfigError: if the file exists but is invalid.
+        ConfigError: if the file exists but is invalid, or ``required`` and it is missing.
     """
-    return load_config(resolve_home(home))
+    return load_config(require_home(home) if required else resolve_home(home))
 
 
 def make_console() -> Console:
@@ -119,8 +163,17 @@ class _DiscoveringGroup(click.Group):
 
 @click.group(cls=_DiscoveringGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cometp2p")
-def main() -> None:
+@click.option(
+    "--home",
+    "home",
+    type=click.Path(file_okay=False, dir_okay=True, path_type=str),
+    default=None,
+    help="Home directory for every command, as cometbft's global --home.",
+)
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
     """cometp2p: the CometBFT peer-to-peer stack in Python."""
+    ctx.meta[_HOME_META] = home
 
 
 @main.command("init")
@@ -150,6 +203,13 @@ def init_command(home: str | None) -> None:
         verb = "Found node key      " if existed else "Generated node key  "
         console.print(f"{verb} {key_path}")
         console.print(f"Node ID              {key.node_id}")
+        if cfg.p2p.addr_book_strict or not cfg.p2p.allow_duplicate_ip:
+            console.print(
+                "Several nodes on one machine (127.0.0.1)? Set, in \\[p2p] of config.toml, "
+                "addr_book_strict = false and allow_duplicate_ip = true: the defaults "
+                "refuse loopback addresses and a second connection from one IP.",
+                soft_wrap=True,
+            )
 
 
 @main.command("show-node-id")

@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Final, TypeVar
 
 import click
 
@@ -25,7 +27,9 @@ from cometp2p.errors import ConfigError
 from cometp2p.fileio import atomic_write_bytes
 from cometp2p.node import Node, default_reactors
 
-__all__ = ["COMMANDS", "configure_logging", "start_command"]
+__all__ = ["COMMANDS", "apply_flags", "configure_logging", "parse_log_level", "start_command"]
+
+_F = TypeVar("_F", bound=Callable[..., object])
 
 DEFAULT_CHAIN_ID = "cometp2p-localnet"
 
@@ -38,20 +42,83 @@ class _PeerFirstFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
 
 
-def configure_logging(level: str) -> None:
-    """Log one line per event to stderr at ``level`` (debug, info, warning, error).
+_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "none": logging.CRITICAL + 1,
+}
+# CometBFT's logger modules and the cometp2p loggers that play their part.
+_MODULE_LOGGERS: Final = {
+    "p2p": ("cometp2p.switch", "cometp2p.aio", "cometp2p.sansio", "cometp2p.wire"),
+    "pex": ("cometp2p.pex",),
+    "main": ("cometp2p.node", "cometp2p.cli"),
+    "node": ("cometp2p.node",),
+}
+
+
+def parse_log_level(text: str) -> dict[str, int]:
+    """Parse a log level the way ``cometbft --log_level`` does.
+
+    Either one level (``info``) or ``module:level`` pairs, comma-separated, where module
+    ``*`` is the default for every other module (``p2p:debug,*:error``). Levels:
+    ``debug``, ``info``, ``error``, ``none`` (CometBFT's), also ``warn``/``warning``.
+    Modules: ``p2p`` (switch, transport, connections), ``pex``, ``main``/``node``; any
+    other name ``x`` means the logger ``cometp2p.x``.
+
+    Returns:
+        ``{logger name: level}``; ``""`` is the root (default) logger.
 
     Raises:
-        click.BadParameter: unknown level.
+        click.BadParameter: an unknown level or a malformed item.
     """
-    numeric = logging.getLevelName(level.upper())
-    if not isinstance(numeric, int):
-        raise click.BadParameter(f"unknown log level {level!r}", param_hint="--log-level")
+
+    def level(name: str) -> int:
+        try:
+            return _LEVELS[name.strip().lower()]
+        except KeyError:
+            raise click.BadParameter(
+                f"unknown level {name.strip()!r} (expected one of debug, info, error, none)",
+                param_hint="--log_level",
+            ) from None
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise click.BadParameter("empty log level", param_hint="--log_level")
+    if len(items) == 1 and ":" not in items[0]:
+        return {"": level(items[0])}
+    levels: dict[str, int] = {"": logging.INFO}
+    for item in items:
+        module, sep, name = item.partition(":")
+        if not sep or not module.strip():
+            raise click.BadParameter(
+                f"expected module:level items such as 'p2p:debug,*:error', got {item!r}",
+                param_hint="--log_level",
+            )
+        module = module.strip()
+        if module == "*":
+            levels[""] = level(name)
+            continue
+        for logger_name in _MODULE_LOGGERS.get(module, (f"cometp2p.{module}",)):
+            levels[logger_name] = level(name)
+    return levels
+
+
+def configure_logging(level: str) -> None:
+    """Log one line per event to stderr at ``level`` (see :func:`parse_log_level`).
+
+    Raises:
+        click.BadParameter: unknown level or malformed syntax.
+    """
+    levels = parse_log_level(level)
     handler = logging.StreamHandler()
     handler.setFormatter(_PeerFirstFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(numeric)
+    for name, value in levels.items():
+        logging.getLogger(name or None).setLevel(value)
 
 
 def _split_list(value: str | None) -> tuple[str, ...] | None:
@@ -69,15 +136,24 @@ def apply_flags(
     pex: bool | None = None,
     seed_mode: bool | None = None,
     moniker: str | None = None,
+    external_address: str | None = None,
+    unconditional_peer_ids: str | None = None,
+    private_peer_ids: str | None = None,
 ) -> Config:
     """Return ``config`` with the command-line overrides applied (``None`` = keep)."""
     p2p_changes: dict[str, object] = {}
     if laddr is not None:
         p2p_changes["laddr"] = laddr
-    if (peers := _split_list(persistent_peers)) is not None:
-        p2p_changes["persistent_peers"] = peers
-    if (seed_list := _split_list(seeds)) is not None:
-        p2p_changes["seeds"] = seed_list
+    if external_address is not None:
+        p2p_changes["external_address"] = external_address
+    for name, value in (
+        ("persistent_peers", persistent_peers),
+        ("seeds", seeds),
+        ("unconditional_peer_ids", unconditional_peer_ids),
+        ("private_peer_ids", private_peer_ids),
+    ):
+        if (items := _split_list(value)) is not None:
+            p2p_changes[name] = items
     if pex is not None:
         p2p_changes["pex"] = pex
     if seed_mode is not None:
@@ -150,23 +226,63 @@ async def _run(node: Node, ready_file: Path | None) -> None:
             loop.remove_signal_handler(sig)
 
 
+def _spellings(flag: str) -> list[str]:
+    """``--p2p.seed_mode`` and ``--p2p.seed-mode``: cometbft takes either spelling."""
+    body = flag.removeprefix("--")
+    names = [flag, "--" + body.replace("_", "-"), "--" + body.replace("-", "_")]
+    return list(dict.fromkeys(names))
+
+
+def _text_flag(flag: str, dest: str, help_text: str) -> Callable[[_F], _F]:
+    return click.option(*_spellings(flag), dest, default=None, help=help_text)
+
+
+def _bool_flag(flag: str, dest: str, help_text: str) -> Callable[[_F], _F]:
+    """A cometbft-style boolean flag: bare (true), ``=true`` or ``=false``."""
+    return click.option(
+        *_spellings(flag),
+        dest,
+        type=click.BOOL,
+        is_flag=False,
+        flag_value="true",
+        default=None,
+        metavar="[=BOOL]",
+        help=help_text,
+    )
+
+
 @click.command("start")
 @home_option
-@click.option(
-    "--p2p.laddr", "laddr", default=None, help="Listen address, e.g. tcp://0.0.0.0:26656."
+@_text_flag("--p2p.laddr", "laddr", "Listen address, e.g. tcp://0.0.0.0:26656.")
+@_text_flag(
+    "--p2p.external-address", "external_address", "host:port advertised to peers for dialing."
 )
+@_text_flag("--p2p.persistent_peers", "persistent_peers", "Comma-separated id@host:port to keep.")
+@_text_flag("--p2p.seeds", "seeds", "Comma-separated id@host:port seed nodes.")
+@_bool_flag("--p2p.pex", "pex", "Run the PEX reactor (bare: true).")
 @click.option(
-    "--p2p.persistent_peers",
-    "persistent_peers",
-    default=None,
-    help="Comma-separated id@host:port peers to keep connected.",
+    "--p2p.no-pex", "no_pex", is_flag=True, default=False, help="Same as --p2p.pex=false."
 )
-@click.option("--p2p.seeds", "seeds", default=None, help="Comma-separated id@host:port seeds.")
-@click.option("--p2p.pex/--p2p.no-pex", "pex", default=None, help="Run the PEX reactor.")
-@click.option("--p2p.seed_mode", "seed_mode", type=bool, default=None, help="Run as a seed node.")
+@_bool_flag("--p2p.seed_mode", "seed_mode", "Run as a seed node (bare: true).")
+@_text_flag(
+    "--p2p.unconditional_peer_ids",
+    "unconditional_peer_ids",
+    "Comma-separated node IDs exempt from the peer limits.",
+)
+@_text_flag(
+    "--p2p.private_peer_ids", "private_peer_ids", "Comma-separated node IDs never gossiped."
+)
 @click.option("--moniker", default=None, help="Human-readable node name.")
-@click.option("--chain-id", "chain_id", default=None, help="Network, if the home has no genesis.")
-@click.option("--log-level", "log_level", default="info", show_default=True)
+@click.option(
+    *_spellings("--chain-id"), "chain_id", default=None, help="Network, if no genesis.json."
+)
+@click.option(
+    *_spellings("--log_level"),
+    "log_level",
+    default="info",
+    show_default=True,
+    help="A level (debug, info, error, none) or module:level pairs, e.g. 'p2p:debug,*:error'.",
+)
 @click.option(
     "--pex.ensure_peers_period",
     "ensure_peers_period_s",
@@ -187,30 +303,46 @@ async def _run(node: Node, ready_file: Path | None) -> None:
 def start_command(
     home: str | None,
     laddr: str | None,
+    external_address: str | None,
     persistent_peers: str | None,
     seeds: str | None,
     pex: bool | None,
+    no_pex: bool,
     seed_mode: bool | None,
+    unconditional_peer_ids: str | None,
+    private_peer_ids: str | None,
     moniker: str | None,
     chain_id: str | None,
     log_level: str,
     ensure_peers_period_s: float | None,
-    ready_file: Path | None,
     parent_pid: int | None,
+    ready_file: Path | None,
 ) -> None:
-    """Run a p2p node until SIGINT, SIGTERM or SIGHUP."""
+    """Run a p2p node until SIGINT, SIGTERM or SIGHUP.
+
+    The home must exist (`cometp2p init` or `cometbft init`). Flags follow `cometbft
+    start`: both --p2p.seed_mode and --p2p.seed-mode spellings, bare boolean flags or
+    --p2p.pex=false.
+    """
     if parent_pid is not None:
         stop_with_parent(parent_pid)
     configure_logging(log_level)
+    if no_pex:
+        if pex:
+            raise click.UsageError("--p2p.no-pex contradicts --p2p.pex=true")
+        pex = False
     with cli_errors():
         config = apply_flags(
-            load_home_config(home),
+            load_home_config(home, required=True),
             laddr=laddr,
             persistent_peers=persistent_peers,
             seeds=seeds,
             pex=pex,
             seed_mode=seed_mode,
             moniker=moniker,
+            external_address=external_address,
+            unconditional_peer_ids=unconditional_peer_ids,
+            private_peer_ids=private_peer_ids,
         )
         network = resolve_chain_id(config, chain_id)
         node_key = load_or_generate_node_key(config.node_key_path)

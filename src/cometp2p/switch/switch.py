@@ -328,7 +328,7 @@ class Switch:
         """
         if self._running:
             raise ReactorTooLateError(
-                f"reactor {name!r} added after the Switch started; add it before start()"
+                f"add_reactor must be called before the Switch starts (reactor {name!r})"
             )
         if name in self._reactors:
             raise LocalProtocolError(f"a reactor named {name!r} is already registered")
