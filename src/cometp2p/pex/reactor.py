@@ -508,6 +508,7 @@ class PEXReactor(Reactor):
         ours = _listen_address(switch.node_info)
         if ours is not None:
             self.book.add_our_address(ours)
+            self.core.self_address = ours
         return ours
 
     def _add_persistent_peers(self, switch: Switch) -> None:
