@@ -508,7 +508,8 @@ class PEXReactor(Reactor):
         ours = _listen_address(switch.node_info)
         if ours is not None:
             self.book.add_our_address(ours)
-            self.core.self_address = ours
+            if ours.port != 0:  # port 0: configured, not yet listening
+                self.core.self_address = ours
         return ours
 
     def _add_persistent_peers(self, switch: Switch) -> None:
@@ -552,6 +553,8 @@ class PEXReactor(Reactor):
     async def _on_request(self, peer: Peer, now: datetime, *, v2: bool) -> None:
         ref = self._ref(peer)
         self.counters.received_by_dialect[ref.dialect.value] += 1
+        if self.core.self_address is None and ref.dialect is PexDialect.V035:
+            self._register_listen_address(self._switch())
         try:
             decision = self.core.on_request(ref, now, v2=v2)
         except PexMisbehaviourError:
