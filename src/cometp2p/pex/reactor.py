@@ -149,8 +149,9 @@ class PexCounters:
         times.append(now)
 
     def summary(self) -> str:
-        """One line: requests sent/received/refused by dialect, and the median gap
-        between consecutive requests sent, by dialect."""
+        """One line: requests sent/received/refused by dialect, the median gap between
+        consecutive requests sent, by dialect, then the answers we took in and the
+        addresses they added to the book."""
         parts = []
         for dialect in (PexDialect.V035.value, PexDialect.V038.value):
             times = list(self.sent_times.get(dialect, ()))
@@ -161,6 +162,7 @@ class PexCounters:
                 f"received={self.received_by_dialect[dialect]} "
                 f"refused={self.refused_by_dialect[dialect]}"
             )
+        parts.append(f"answers={self.addrs_received} added={self.addresses_added}")
         return "; ".join(parts)
 
 
