@@ -22,6 +22,7 @@ from cometp2p.pex.addrbook_store import load_addrbook
 from cometp2p.pex.config import PEX_CHANNEL, PexConfig, RequestStrategy
 from cometp2p.pex.core import Offence, encode_pex_addrs, encode_pex_request
 from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
+from cometp2p.pex.dialect import V035_MAX_ADDRESSES, format_pex_url, parse_pex_url
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.sansio.mconnection import ChannelDescriptor
 from cometp2p.switch.peer import Peer
@@ -434,3 +435,36 @@ async def test_malformed_seed_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="seed"):
         await node.switch.start()
     assert not node.switch.is_running
+
+
+# -- tendermint v0.35 peers (behaviour.md §9.1) ------------------------------------------------
+
+
+async def test_v2_requests_get_v2_answers_and_v035_pacing_is_never_punished() -> None:
+    # A peer that sends PexRequestV2 speaks v0.35: it is answered with URLs (at most 100,
+    # our own address first), and may ask every 200 ms where v0.38 bans the third request.
+    async with target_and_puppet() as pair:
+        peer = await puppet_dials_target(pair)
+        answers: list[pex_pb2.PexResponseV2] = []
+        for i in range(5):
+            if i:
+                await asyncio.sleep(0.3)  # the pacing under test: v0.35's 200 ms plus margin
+            assert await peer.send(PEX_CHANNEL, encode_pex_request(v2=True))
+            answer = await pair.reactor.next_message()
+            assert answer.WhichOneof("sum") == "pex_response_v2"
+            answers.append(answer.pex_response_v2)
+        counters = pair.target.pex.counters
+        assert counters.violations == {}
+        assert counters.received_by_dialect == {"v0.35": 5}
+        assert pair.connected()
+        urls = [a.url for a in answers[0].addresses]
+        assert urls[0] == format_pex_url(pair.target.address)
+        assert all(parse_pex_url(url).address is not None for url in urls)
+        assert len(urls) <= V035_MAX_ADDRESSES
+        # Faster than v0.35 allows is still punished.
+        assert await peer.send(PEX_CHANNEL, encode_pex_request(v2=True))
+        assert await peer.send(PEX_CHANNEL, encode_pex_request(v2=True))
+        await pair.reactor.removed.get()
+        assert counters.violations == {Offence.REQUEST_TOO_SOON: 1}
+        assert counters.refused_by_dialect == {"v0.35": 1}
+        assert pair.banned()

@@ -23,11 +23,15 @@ from interop.cometbft import (
 )
 from interop.goharness import BUILD_TIMEOUT_S as GOHARNESS_BUILD_TIMEOUT_S
 from interop.goharness import GoHarness, ensure_goharness_binary
+from interop.tendermint import BUILD_TIMEOUT_S as TENDERMINT_BUILD_TIMEOUT_S
+from interop.tendermint import TENDERMINT_V034, TENDERMINT_V035, ensure_tendermint_binary
 
 # Session fixtures that may build for minutes on a fresh machine, and how long they may take.
 _BUILD_FIXTURES = {
     "cometbft_binary": COMETBFT_BUILD_TIMEOUT_S,
     "goharness_binary": GOHARNESS_BUILD_TIMEOUT_S,
+    "tendermint_v034_binary": TENDERMINT_BUILD_TIMEOUT_S,
+    "tendermint_v035_binary": TENDERMINT_BUILD_TIMEOUT_S,
 }
 
 # Everything started by the fixtures and not yet stopped, for failure reports.
@@ -72,6 +76,18 @@ def pytest_runtest_makereport(
 def cometbft_binary() -> Path:
     """The pinned cometbft binary, built into the user cache on first use."""
     return ensure_cometbft_binary()
+
+
+@pytest.fixture(scope="session")
+def tendermint_v034_binary() -> Path:
+    """tendermint v0.34.24, built into the user cache on first use (interop.tendermint)."""
+    return ensure_tendermint_binary(TENDERMINT_V034)
+
+
+@pytest.fixture(scope="session")
+def tendermint_v035_binary() -> Path:
+    """tendermint v0.35.9, built into the user cache on first use (interop.tendermint)."""
+    return ensure_tendermint_binary(TENDERMINT_V035)
 
 
 @pytest.fixture(scope="session")

@@ -251,8 +251,11 @@ def make_tendermint_testnet(
         chain_id: replaces the generated chain ID when given.
         **options: passed to ``configure`` for every node.
     """
+    # --home: never read a config.toml another run left in ~/.tendermint.
     _run_cli(
         binary,
+        "--home",
+        str(out_dir / ".cli-home"),
         "testnet",
         "--v",
         str(validators),

@@ -90,6 +90,7 @@ def test_dialect_of_version(version: str, dialect: PexDialect) -> None:
 
 # -- URLs ----------------------------------------------------------------------------------
 
+
 def _not_v4_mapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     # NetAddress normalises IPv4-mapped IPv6 to IPv4.
     return not isinstance(ip, ipaddress.IPv6Address) or ip.ipv4_mapped is None
@@ -291,3 +292,21 @@ def test_unsolicited_v2_response_is_banned() -> None:
     with pytest.raises(PexMisbehaviourError) as info:
         core.on_addrs(peer(1), v2_message(format_pex_url(addr(10))), NOW)
     assert info.value.offence is Offence.UNSOLICITED_ADDRS
+
+
+def test_answers_to_v035_peers_start_with_our_own_address() -> None:
+    # v0.35 learns addresses only from PEX, and its own Advertise puts itself first.
+    core = make_core()
+    fill(core, 30)
+    ours = addr(77)
+    core.self_address = ours
+    to_v035 = core.on_request(peer(1), NOW, v2=True)
+    assert to_v035.reply is not None
+    assert to_v035.reply[0] == ours
+    assert to_v035.reply.count(ours) == 1
+    to_v038 = core.on_request(peer(2, PexDialect.V038), NOW)
+    assert to_v038.reply is not None
+    assert ours not in to_v038.reply
+    # Never the requester's own address, even if it were ours.
+    core.self_address = addr(3)
+    assert addr(3) not in (core.on_request(peer(3), NOW).reply or ())

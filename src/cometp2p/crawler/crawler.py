@@ -19,7 +19,9 @@ Why it is polite to real nodes (behaviour.md §4.5):
 
 When the network (chain ID) is not given, :meth:`Crawler.detect_network` asks the seeds
 for their NodeInfo first, with a throw-away key so that the refusal of the probe (the
-wrong network) cannot colour the real visit.
+wrong network) cannot colour the real visit. The real visit to a probed seed starts
+:data:`REDIAL_GAP_S` after the probe did: tendermint v0.35's router refuses a connection from
+an IP whose previous connection started less than 100 ms before (behaviour.md §9.2).
 """
 
 from __future__ import annotations
@@ -58,7 +60,12 @@ from cometp2p.errors import (
     RemoteProtocolError,
 )
 from cometp2p.pex.config import PEX_CHANNEL
-from cometp2p.pex.core import decode_pex_message, encode_pex_addrs, encode_pex_request
+from cometp2p.pex.core import (
+    decode_pex_message,
+    encode_pex_addrs,
+    encode_pex_request,
+    encode_pex_response_v2,
+)
 from cometp2p.pex.reactor import MAX_MSG_SIZE_BYTES
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.types import NodeID
@@ -83,6 +90,10 @@ CRAWLER_LISTEN_ADDR: Final = "tcp://0.0.0.0:0"
 """The listen address in the crawler's NodeInfo: valid NodeInfo, invalid book entry."""
 
 _PROBE_NETWORK: Final = "cometp2p-crawler-probe"
+
+REDIAL_GAP_S: Final = 0.3
+"""Seconds between the start of a seed's probe and the real dial of it: v0.35's per-IP
+connection tracker window (100 ms), with a margin for scheduling delays."""
 _CLOSE_FLUSH_S: Final = 0.5
 
 _MCONNECTION_CONFIG: Final = MConnectionConfig(flush_throttle_s=0.01)
@@ -209,6 +220,7 @@ class Crawler:
         self._used = False
         self.seed_block_version: int | None = None
         """The block protocol version of the seed :meth:`detect_network` heard from."""
+        self._dialed_at: dict[str, float] = {}  # dial string -> loop time of the last connect
 
     # ------------------------------------------------------------------ public
 
@@ -411,8 +423,16 @@ class Crawler:
         return link.info
 
     async def _upgrade(self, addr: NetAddress, key: NodeKey, ours: NodeInfo) -> _Link:
-        """Dial ``addr`` and run the handshake; raise _AttemptFailedError with the reason."""
+        """Dial ``addr`` and run the handshake; raise _AttemptFailedError with the reason.
+
+        An address dialed less than :data:`REDIAL_GAP_S` ago (a seed after its probe) is
+        dialed again once that gap has passed (the wait is bounded by the gap)."""
         timeout_s = self.config.timeout_s
+        loop = asyncio.get_running_loop()
+        last = self._dialed_at.get(addr.dial_string)
+        if last is not None:
+            await asyncio.sleep(max(0.0, last + REDIAL_GAP_S - loop.time()))
+        self._dialed_at[addr.dial_string] = loop.time()
         try:
             async with asyncio.timeout(timeout_s):
                 reader, writer = await asyncio.open_connection(str(addr.ip), addr.port)
@@ -503,8 +523,13 @@ class Crawler:
                     if isinstance(message, pex_pb2.PexAddrs):
                         self._on_addrs(record, message)
                         return
-                    # A PexRequest from the node: answer (once is all it may ask) with nothing.
-                    conn.try_send(PEX_CHANNEL, encode_pex_addrs(()).SerializeToString())
+                    # A request from the node: answer with nothing, in the kind it came in.
+                    empty = (
+                        encode_pex_response_v2(())
+                        if isinstance(message, pex_pb2.PexRequestV2)
+                        else encode_pex_addrs(())
+                    )
+                    conn.try_send(PEX_CHANNEL, empty.SerializeToString())
         except TimeoutError:
             record.pex_error = f"no PexAddrs within {timeout_s:g} s"
         except CometP2PError as exc:

@@ -32,7 +32,10 @@ recorded before it is sent so that a quick answer is never taken as unsolicited.
 Tendermint v0.35 peers (:mod:`cometp2p.pex.dialect`, behaviour.md §9.1) are held to v0.35's
 rules instead: a request every 200 ms is fine, responses carry at most 100 addresses each
 way, and a ``PexRequestV2`` is answered with a ``PexResponseV2`` of URLs. A well-formed URL
-we cannot use (another transport, a host name) is refused like an unroutable address.
+we cannot use (another transport, a host name) is refused like an unroutable address. As
+v0.35's ``Advertise`` does, an answer to a v0.35 peer starts with our own address
+(:attr:`PexCore.self_address`): v0.35 never learns an inbound peer's address from its
+NodeInfo, only from PEX.
 """
 
 from __future__ import annotations
@@ -433,6 +436,9 @@ class PexCore:
         self._no_outbound_since: datetime | None = None
         self.trust: PeerTrust | None = None
         """Set by :class:`~cometp2p.trust.reactor.TrustReactor`: filters and orders by trust."""
+        self.self_address: NetAddress | None = None
+        """Our advertised address, put first in answers to v0.35 peers (set by the
+        reactor once the Switch listens)."""
 
     # -- requests we send ----------------------------------------------------------------
 
@@ -534,9 +540,11 @@ class PexCore:
                 f"expected at most one request per {interval:g} s after two free ones",
                 now,
             )
-        selection = self.book.get_selection()
-        reply = tuple(a for a in selection if a.id != peer.id and self._trusted(a))[:limit]
-        return RequestDecision(reply, v2=v2)
+        selection = [a for a in self.book.get_selection() if a.id != peer.id and self._trusted(a)]
+        ours = self.self_address
+        if peer.dialect is PexDialect.V035 and ours is not None and ours.id != peer.id:
+            selection = [ours, *(a for a in selection if a.id != ours.id)]
+        return RequestDecision(tuple(selection[:limit]), v2=v2)
 
     def _trusted(self, addr: NetAddress) -> bool:
         return self.trust is None or self.trust.allows(addr.id)

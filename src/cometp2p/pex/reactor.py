@@ -149,8 +149,9 @@ class PexCounters:
         times.append(now)
 
     def summary(self) -> str:
-        """One line: requests sent/received/refused by dialect, and the median gap
-        between consecutive requests sent, by dialect."""
+        """One line: requests sent/received/refused by dialect, the median gap between
+        consecutive requests sent, by dialect, then the answers we took in and the
+        addresses they added to the book."""
         parts = []
         for dialect in (PexDialect.V035.value, PexDialect.V038.value):
             times = list(self.sent_times.get(dialect, ()))
@@ -161,6 +162,7 @@ class PexCounters:
                 f"received={self.received_by_dialect[dialect]} "
                 f"refused={self.refused_by_dialect[dialect]}"
             )
+        parts.append(f"answers={self.addrs_received} added={self.addresses_added}")
         return "; ".join(parts)
 
 
@@ -509,6 +511,8 @@ class PEXReactor(Reactor):
         ours = _listen_address(switch.node_info)
         if ours is not None:
             self.book.add_our_address(ours)
+            if ours.port != 0:  # port 0: configured, not yet listening
+                self.core.self_address = ours
         return ours
 
     def _add_persistent_peers(self, switch: Switch) -> None:
@@ -552,6 +556,8 @@ class PEXReactor(Reactor):
     async def _on_request(self, peer: Peer, now: datetime, *, v2: bool) -> None:
         ref = self._ref(peer)
         self.counters.received_by_dialect[ref.dialect.value] += 1
+        if self.core.self_address is None and ref.dialect is PexDialect.V035:
+            self._register_listen_address(self._switch())
         try:
             decision = self.core.on_request(ref, now, v2=v2)
         except PexMisbehaviourError:
