@@ -65,8 +65,6 @@ def test_no_import_goes_up_a_layer(path: Path) -> None:
     upward = [
         f"line {line}: {module}"
         for line, module in _imports(path)
-        if (layer := _layer_of(module)) is not None
-        and layer in _RANK
-        and _RANK[layer] > _RANK[own]
+        if (layer := _layer_of(module)) is not None and layer in _RANK and _RANK[layer] > _RANK[own]
     ]
     assert not upward, f"{path.relative_to(SRC)} imports from a layer above it: {upward}"
