@@ -180,6 +180,7 @@ class RejectReason(enum.Enum):
     INCOMPATIBLE = "incompatible"
     NODE_INFO_INVALID = "node info invalid"
     AUTH_FAILURE = "auth failure"
+    HANDSHAKE_FAILURE = "handshake failure"  # no NodeInfo, or one that did not decode
     LIMIT = "limit"
     REMOTE_CLOSED = "closed by the remote"
     """The remote closed the connection before or during the SecretConnection handshake:

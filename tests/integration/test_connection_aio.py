@@ -586,3 +586,20 @@ async def test_status_counts_bytes_per_channel() -> None:
         received = {ch.id: ch.bytes_received for ch in b.status().channels}
         assert sent[CH_HIGH] == received[CH_HIGH] == 3000
         assert sent[CH_LOW] == received[CH_LOW] == 0
+
+
+async def test_receive_rate_wait_uses_the_one_core_timer() -> None:
+    """A reader held back by the receive rate is woken by the core's timer, and the rate holds."""
+    limited = MConnectionConfig(
+        send_rate_bytes_per_s=0, recv_rate_bytes_per_s=100_000, flush_throttle_s=0.0
+    )
+    async with connection_pair(FAST, limited) as (a, b):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sent = [numbered(i, 10_000) for i in range(6)]  # 60 kB: > 0.4 s at 100 kB/s
+        for message in sent:
+            assert await a.send(CH_LOW, message)
+        assert await receive_exactly(b, CH_LOW, len(sent)) == sent
+        # The burst is 10 kB (0.1 s of rate); the rest must have waited for the rate.
+        assert loop.time() - started >= 0.4
+        assert not b.closed

@@ -21,8 +21,8 @@ from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import load_addrbook
 from cometp2p.pex.config import PEX_CHANNEL, PexConfig, RequestStrategy
 from cometp2p.pex.core import Offence, encode_pex_addrs, encode_pex_request
-from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
 from cometp2p.pex.dialect import V035_MAX_ADDRESSES, format_pex_url, parse_pex_url
+from cometp2p.pex.errors import AddrBookError, AddrBookErrorReason
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.sansio.mconnection import ChannelDescriptor
 from cometp2p.switch.peer import Peer

@@ -505,8 +505,8 @@ async def test_echo_channel_still_works_after_refusals() -> None:
         for _ in range(2):
             with pytest.raises(RejectedError):
                 await a.dial_peer_with_address(wrong)
-            # b saw a hang up after the SecretConnection handshake.
-            assert (await next_rejection(refused)).reason is RejectReason.AUTH_FAILURE
+            # b saw a hang-up after the SecretConnection handshake: no NodeInfo came.
+            assert (await next_rejection(refused)).reason is RejectReason.HANDSHAKE_FAILURE
         assert a.transport.connections() == b.transport.connections() == []
         peer = await a.dial_peer_with_address(switch_address(b))
         assert await peer.send(ECHO_CHANNEL, b"ping:ok")

@@ -52,8 +52,14 @@ def na(n: int, ip: str, port: int = 26656) -> NetAddress:
     return NetAddress(node_id(n), ipaddress.ip_address(ip), port)
 
 
+# The secret keys are fixed here so that a seeded rng reproduces a whole run; a real book
+# draws them from `secrets`.
+BOOK_KEY = "0123456789abcdef01234567"
+HASH_KEY = bytes(range(32))
+
+
 def make_book(seed: int = 0, *, strict: bool = True) -> AddrBook:
-    return AddrBook(strict=strict, rng=random.Random(seed))
+    return AddrBook(BOOK_KEY, strict=strict, rng=random.Random(seed), hash_key=HASH_KEY)
 
 
 SRC = na(0xFFFF, "5.6.7.8")
@@ -800,7 +806,7 @@ class AddrBookMachine(RuleBasedStateMachine):
     @initialize(seed=st.integers(0, 2**32), strict=st.booleans())
     def setup(self, seed: int, strict: bool) -> None:
         self.strict = strict
-        self.book = AddrBook(strict=strict, rng=random.Random(seed))
+        self.book = make_book(seed, strict=strict)
 
     def addr(self, n: int, group: int, host: int) -> NetAddress:
         return na(n, f"{GROUPS[group]}.{host // 250}.{host % 250 + 1}")
@@ -999,3 +1005,27 @@ AddrBookMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_addrbook_state_machine = AddrBookMachine.TestCase
+
+
+# -- keys come from secrets, the rng only chooses -------------------------------------------
+
+
+def test_bucket_keys_do_not_come_from_the_rng() -> None:
+    """Two books on identically seeded rngs still get different secret keys."""
+    a = AddrBook(strict=False, rng=random.Random(7))
+    b = AddrBook(strict=False, rng=random.Random(7))
+    assert a.key != b.key
+    assert a._hash_key != b._hash_key
+    rng = random.Random(7)
+    before = rng.getstate()
+    AddrBook(strict=False, rng=rng)
+    assert rng.getstate() == before  # creating a book draws nothing from the rng
+
+
+def test_hash_key_can_be_fixed_for_reproducible_placement() -> None:
+    with pytest.raises(LocalProtocolError):
+        AddrBook(strict=False, rng=random.Random(1), hash_key=bytes(31))
+    key = "ab" * 12
+    a = AddrBook(key, strict=False, rng=random.Random(1), hash_key=bytes(32))
+    b = AddrBook(key, strict=False, rng=random.Random(2), hash_key=bytes(32))
+    assert a._hash_key == b._hash_key

@@ -961,3 +961,60 @@ class TwoEndpoints(RuleBasedStateMachine):
 
 TwoEndpoints.TestCase.settings = settings(max_examples=40, stateful_step_count=40, deadline=None)
 test_two_endpoints_state_machine = TwoEndpoints.TestCase
+
+
+# ------------------------------------------------------------------ only real deadlines
+
+
+def test_get_timer_never_returns_a_past_time_for_due_work() -> None:
+    a, b = _pair()
+    a.handle_timer(60.0)  # the Ping is due now
+    assert a.has_pending_data()
+    timer = a.get_timer()
+    assert timer is not None
+    assert timer == 120.0  # the next real deadline, not "already due"
+    b.receive_data(PING_FRAME)  # b owes a Pong
+    assert b.has_pending_data()
+    assert b.get_timer() == 60.0
+    assert a.data_to_send(60.0) == PING_FRAME
+    assert a.get_timer() == 105.0  # now the pong timeout
+    assert b.data_to_send(0.5) == PONG_FRAME
+    assert not b.has_pending_data()
+
+
+def test_get_timer_includes_the_receive_resume_while_the_driver_waits() -> None:
+    config = MConnectionConfig(send_rate_bytes_per_s=0, recv_rate_bytes_per_s=10_000)
+    a, b = _pair(config=config)
+    a.send(0x30, bytes(3000))
+    b.receive_data(_drain_all(a, 0.0))  # debt: reading must wait
+    assert b.get_timer() == 60.0  # nobody waits yet: only the Ping
+    assert b.recv_allowance(0.0) == 0  # the driver now waits ...
+    resume = b.recv_resume_at()
+    assert b.get_timer() == pytest.approx(resume)  # ... and the one timer covers it
+    b.handle_timer(resume)
+    assert b.get_timer() == 60.0  # the wait is over
+    assert b.recv_allowance(resume) == 1
+
+
+def test_more_to_send_after_a_batch_that_ended_for_a_refilling_sender() -> None:
+    channels = (
+        ChannelDescriptor(0x01, priority=1, send_queue_capacity=1),
+        ChannelDescriptor(0x02, priority=1, send_queue_capacity=100),
+    )
+    config = MConnectionConfig(
+        send_rate_bytes_per_s=0, recv_rate_bytes_per_s=0, flush_throttle_s=0.0
+    )
+    a = MConnection(channels, config, 0.0)
+    assert a.send(0x01, b"x")
+    assert not a.send(0x01, b"y")  # full: its sender now waits for SendQueueReady
+    for _ in range(50):
+        assert a.send(0x02, bytes(100))
+    assert a.data_to_send(0.0)  # the batch ends once 0x01's sender is told to refill
+    assert any(isinstance(e, SendQueueReady) for e in a.drain_events())
+    assert not a.has_pending_data()  # not at once: let the sender refill first ...
+    assert a.more_to_send()  # ... then go on (0x02 still has messages queued)
+    assert a.has_queued_messages()
+    while a.data_to_send(0.0):
+        pass
+    assert not a.more_to_send()
+    assert not a.has_queued_messages()

@@ -193,20 +193,20 @@ def _fake_getaddrinfo(result: list[str] | OSError) -> Any:
 
 def test_resolve_uses_first_result(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo(["fe80::1%eth0", "1.2.3.4"]))
-    a = NetAddress.parse(f"{ID}@seed.example:26656")
+    a = NetAddress.parse(f"{ID}@seed.example:26656", resolve=True)
     assert a.ip == ipaddress.IPv6Address("fe80::1")
 
 
 def test_resolve_failure_is_lookup_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo(socket.gaierror(-2, "unknown")))
     with pytest.raises(NetAddressLookupError, match=r"seed\.example"):
-        NetAddress.parse(f"{ID}@seed.example:26656")
+        NetAddress.parse(f"{ID}@seed.example:26656", resolve=True)
 
 
 def test_resolve_empty_result_is_lookup_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", _fake_getaddrinfo([]))
     with pytest.raises(NetAddressLookupError):
-        NetAddress.parse(f"{ID}@seed.example:26656")
+        NetAddress.parse(f"{ID}@seed.example:26656", resolve=True)
 
 
 def test_resolve_off_rejects_names() -> None:
@@ -214,14 +214,26 @@ def test_resolve_off_rejects_names() -> None:
         NetAddress.parse(f"{ID}@localhost:26656", resolve=False)
 
 
+def test_parse_does_no_dns_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_dns(*_: object, **__: object) -> object:
+        raise AssertionError("NetAddress.parse resolved a name without being asked")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(NetAddressLookupError, match="not an IP literal"):
+        NetAddress.parse(f"{ID}@localhost:26656")
+    with pytest.raises(NetAddressLookupError):
+        NetAddress.parse_host_port(ID, "tcp://seed.example:26656")
+    assert NetAddress.parse(f"{ID}@127.0.0.1:26656").port == 26656
+
+
 def test_resolve_bad_idna_name_is_lookup_error() -> None:
     # A 64-character label fails IDNA encoding before any query is sent.
     with pytest.raises(NetAddressLookupError):
-        NetAddress.parse(f"{ID}@{'a' * 64}.example:1")
+        NetAddress.parse(f"{ID}@{'a' * 64}.example:1", resolve=True)
 
 
 def test_resolve_localhost_from_hosts_file() -> None:
-    a = NetAddress.parse(f"{ID}@localhost:26656")
+    a = NetAddress.parse(f"{ID}@localhost:26656", resolve=True)
     assert a.local()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import socket
 from typing import cast
 
 import pytest
@@ -375,3 +376,23 @@ def test_schedule_properties(
         tail = waits[cooled_from:]
         assert len(tail) <= backoff
         assert all(wait >= 3.0 for wait in tail)
+
+
+async def test_persistent_peer_names_are_resolved_at_start_without_blocking_dns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node_id = NodeKey.generate().node_id
+    resolved: list[str] = []
+
+    async def getaddrinfo(_loop: object, host: str, *_: object, **__: object) -> list[object]:
+        resolved.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))]
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", getaddrinfo)
+    switch = make_switch(
+        [], p2p=loopback_p2p_config(persistent_peers=(f"{node_id}@peer.example:1",))
+    )
+    assert switch.persistent_peers == []  # a name: nothing resolved before start
+    async with switch:
+        assert resolved == ["peer.example"]
+        assert switch.persistent_peers == [NetAddress.parse(f"{node_id}@127.0.0.1:1")]

@@ -8,8 +8,11 @@ this module only moves bytes and re-arms one timer. One connection runs two task
   while every channel is under its backlog bound, so a slow consumer on one channel
   delays neither Ping/Pong nor any other channel (CometBFT issue #2685);
 * the **writer** asks the core for bytes (many packets in one write), seals and writes
-  them, and sleeps on one event, woken by a send, by the reader (a Pong is due) or by
-  the single ``loop.call_at`` timer armed at the core's next deadline.
+  them, and sleeps on one event, woken by a send, by the reader (a Pong is due, or it
+  waits for the receive rate) or by the single ``loop.call_at`` timer armed at the
+  core's next deadline (``get_timer()``, which includes the end of a receive-rate wait;
+  its firing also wakes a waiting reader). Whether to write again, and when, is the
+  core's answer (``has_pending_data``, ``more_to_send``), never the driver's.
 
 Consumers pull messages with :meth:`Connection.receive` or, cheaper per message,
 :meth:`Connection.receive_many`; both return at once when messages are buffered.
@@ -125,6 +128,7 @@ class Connection:
         self._room.set()
         self._queue_ready = {ch.id: asyncio.Event() for ch in channels}
         self._wake_writer = asyncio.Event()
+        self._recv_wake = asyncio.Event()  # the timer fired: the reader may look again
         self._writer_asleep = False  # try_send sets _wake_writer only when this is True
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -258,6 +262,7 @@ class Connection:
             self._timer = None
         self._room.set()
         self._wake_writer.set()
+        self._recv_wake.set()
         for inbox in self._inbox_list:
             inbox.ready.set()
         for event in self._queue_ready.values():
@@ -516,7 +521,11 @@ class Connection:
                 if self._recv_limited:
                     allowance = core.recv_allowance(loop.time())
                     if allowance <= 0:
-                        await asyncio.sleep(max(0.0, core.recv_resume_at() - loop.time()))
+                        # The core's timer now includes when we may read: the writer
+                        # re-arms the one timer, whose firing wakes us.
+                        self._recv_wake.clear()
+                        self._wake_writer.set()
+                        await self._recv_wake.wait()
                         continue
                     want = min(want, allowance)
                 data = await secret.read_some(want)
@@ -554,6 +563,7 @@ class Connection:
                 deadline = core.get_timer()
                 if deadline is not None and deadline <= now:
                     core.handle_timer(now)
+                    self._recv_wake.set()  # a reader waiting for the receive rate looks again
                 data = core.data_to_send(now)
                 self._dispatch()
                 if self._closed:
@@ -561,20 +571,14 @@ class Connection:
                 if data:
                     secret.write(data)
                     await secret.drain()
-                    if core.has_pending_data() or not self._send_queues_empty():
-                        # More to send: first let the reader and the producers run, so a
-                        # Pong or a refill does not wait behind a long backlog. Messages
-                        # still queued while the core reports nothing pending mean it
-                        # ended the batch for a sender woken by SendQueueReady; that
-                        # sender has now had its turn, so go on even if it never
-                        # refills (with no flush throttle and no send rate, the core
-                        # has no timer to bring us back).
+                    if core.more_to_send():
+                        # Let the reader and the producers run first (one loop turn).
                         await asyncio.sleep(0)
                         continue
                 wake.clear()
                 if core.has_pending_data():
                     continue
-                if self._flush_waiters and self._send_queues_empty():
+                if self._flush_waiters and not core.has_queued_messages():
                     await secret.drain()
                     for waiter in self._flush_waiters:
                         if not waiter.done():
@@ -596,9 +600,6 @@ class Connection:
             error.__cause__ = exc
             self._terminate(error)
 
-    def _send_queues_empty(self) -> bool:
-        return not any(ch.send_queue_size for ch in self.status().channels)
-
     def _arm_timer(self, deadline: float | None) -> None:
         """Keep one loop timer at the core's next deadline; it wakes the writer."""
         if deadline == self._timer_at:
@@ -612,3 +613,4 @@ class Connection:
         self._timer = None
         self._timer_at = None
         self._wake_writer.set()
+        self._recv_wake.set()

@@ -2,18 +2,16 @@
 
 Follows behaviour.md §1.5 and wire.md §5, §7. Every socket, dialed or accepted, is first
 checked against the *conn set* (the remote ``ip:port`` of every socket we hold, in
-upgrade or as a peer) and the conn filters, then upgraded:
-
-1. SecretConnection handshake (``handshake_timeout_s``);
-2. when dialing, the authenticated node ID must equal the dialed ID;
-3. NodeInfo exchange (a fresh ``handshake_timeout_s``): both sides write their
-   DefaultNodeInfo as one uvarint-delimited message and read the peer's (≤ 10240 bytes);
-4. the peer's NodeInfo is validated, its ID must equal the authenticated ID (IDs are
-   compared in their lowercase form, so an upper-case NodeInfo ID is refused as Go
-   refuses it), it must not be our own ID, and it must be compatible with ours.
+upgrade or as a peer) and the conn filters, then upgraded by the one upgrade pipeline,
+:func:`~cometp2p.aio.upgrade.upgrade_stream` (SecretConnection handshake, dialed-ID check,
+NodeInfo exchange, ``validate()``, exact ID equality, self check, ``compatible_with()``;
+``handshake_timeout_s`` for the handshake and again for the NodeInfo exchange).
 
 Every failure closes the socket, drops it from the conn set and raises
-:class:`~cometp2p.errors.RejectedError` with a :class:`~cometp2p.errors.RejectReason`.
+:class:`~cometp2p.errors.RejectedError` with a :class:`~cometp2p.errors.RejectReason`:
+AUTH_FAILURE for the SecretConnection, the dialed ID and the NodeInfo ID;
+HANDSHAKE_FAILURE when no NodeInfo arrived or it did not decode (Go says
+"auth failure" there too); NODE_INFO_INVALID, SELF and INCOMPATIBLE.
 A socket that passed stays in the conn set until :meth:`Transport.cleanup`.
 
 Deviations from CometBFT v0.38, all deliberate:
@@ -43,22 +41,17 @@ from dataclasses import dataclass
 from typing import Final
 
 from cometp2p.aio.fuzz import SocketWrapper
-from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
+from cometp2p.aio.secret_connection import SecretConnection
+from cometp2p.aio.upgrade import UpgradeError, UpgradeStep, exchange_node_info, upgrade_stream
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
-    AuthenticationError,
     CometP2PError,
     ConnectionBrokenError,
-    HandshakeError,
-    HandshakeStage,
-    IncompatiblePeerError,
-    NodeInfoInvalidError,
     RejectedError,
     RejectReason,
 )
 from cometp2p.wire.netaddress import NetAddress
-from cometp2p.wire.nodeinfo import MAX_NODE_INFO_BYTES, NodeInfo
-from cometp2p.wire.varint import DelimitedReader, encode_delimited
+from cometp2p.wire.nodeinfo import NodeInfo
 
 __all__ = [
     "DEFAULT_FILTER_TIMEOUT_S",
@@ -114,43 +107,6 @@ class UpgradedConnection:
     def remote_address(self) -> RemoteAddress:
         """The socket's remote ``(ip, port)``: its key in the Transport's conn set."""
         return self.secret.remote_address()
-
-
-async def exchange_node_info(
-    secret: SecretConnection, ours: NodeInfo, *, timeout_s: float
-) -> tuple[NodeInfo, bytes]:
-    """Send our NodeInfo and read the peer's (wire.md §5.2).
-
-    Returns:
-        ``(peer_node_info, leftover_plaintext)``; the NodeInfo is decoded, not validated.
-
-    Raises:
-        HandshakeError: timeout, EOF, or an oversized/undecodable NodeInfo.
-        ConnectionBrokenError: an OS error on the socket.
-    """
-    secret.write(encode_delimited(ours.encode()))
-    reader = DelimitedReader(MAX_NODE_INFO_BYTES)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await secret.drain()
-            while (body := reader.next_message()) is None:
-                data = await secret.read_some()
-                if not data:
-                    raise HandshakeError(
-                        HandshakeStage.NODE_INFO, "peer closed the connection before its NodeInfo"
-                    )
-                reader.feed(data)
-    except TimeoutError as exc:
-        raise HandshakeError(
-            HandshakeStage.NODE_INFO, f"no NodeInfo within {timeout_s:g} s"
-        ) from exc
-    except HandshakeError:
-        raise
-    except CometP2PError as exc:
-        if isinstance(exc, ConnectionBrokenError):
-            raise
-        raise HandshakeError(HandshakeStage.NODE_INFO, str(exc)) from exc
-    return NodeInfo.decode(body), reader.take_rest()
 
 
 async def close_writer(writer: asyncio.StreamWriter, timeout_s: float = _CLOSE_TIMEOUT_S) -> None:
@@ -561,91 +517,29 @@ class Transport:
             _abort_writer(writer)
             raise
         try:
-            secret = await secret_handshake(
+            stream = await upgrade_stream(
                 reader,
                 writer,
                 self.node_key,
+                self.node_info,
+                dialed_id=None if dialed is None else dialed.id,
                 timeout_s=self.handshake_timeout_s,
                 first_bytes_timeout_s=self.first_bytes_timeout_s,
             )
-        except ConnectionBrokenError as exc:
-            _abort_writer(writer)
-            # All we can see of a refusal by the remote (duplicate IP, a full peer list,
-            # a filter) is the connection ending here: say so, not "auth failure".
-            if dialed is None:
-                message = f"{_host_port_text(remote)} hung up during the handshake: {exc}"
+        except UpgradeError as exc:
+            if exc.step is UpgradeStep.SECRET_CONNECTION:
+                _abort_writer(writer)
             else:
-                message = (
-                    f"{_host_port_text(remote)} closed the connection during the "
-                    "SecretConnection handshake (it may refuse duplicate IPs, "
-                    "allow_duplicate_ip = false; be at its peer limit; or filter us): "
-                    f"{exc}"
-                )
-            raise RejectedError(
-                RejectReason.REMOTE_CLOSED,
-                message,
-                node_id=None if dialed is None else dialed.id,
-            ) from exc
-        except CometP2PError as exc:
-            _abort_writer(writer)
-            raise RejectedError(
-                RejectReason.AUTH_FAILURE, f"secret connection failed: {exc}"
-            ) from exc
+                # Graceful: the peer should read our NodeInfo and refuse us with its own reason.
+                await close_writer(writer)
+            raise _rejection(exc, remote, dialed) from (exc.cause or exc)
         except BaseException:
             _abort_writer(writer)
             raise
-        try:
-            return await self._after_secret(secret, dialed)
-        except asyncio.CancelledError:
-            _abort_writer(writer)
-            raise
-        except BaseException:
-            # Graceful: the peer should read our NodeInfo and refuse us with its own reason.
-            await close_writer(writer)
-            raise
-
-    async def _after_secret(
-        self, secret: SecretConnection, dialed: NetAddress | None
-    ) -> UpgradedConnection:
-        remote_id = secret.remote_node_id
-        if dialed is not None and dialed.id != remote_id:
-            raise RejectedError(
-                RejectReason.AUTH_FAILURE,
-                f"dialed ID mismatch: dialed {dialed.id}, authenticated {remote_id}",
-                node_id=remote_id,
-            )
-        try:
-            info, leftover = await exchange_node_info(
-                secret, self.node_info, timeout_s=self.handshake_timeout_s
-            )
-        except CometP2PError as exc:
-            raise RejectedError(
-                RejectReason.AUTH_FAILURE, f"NodeInfo exchange failed: {exc}", node_id=remote_id
-            ) from exc
-        try:
-            info.validate()
-        except NodeInfoInvalidError as exc:
-            raise RejectedError(
-                RejectReason.NODE_INFO_INVALID, str(exc), node_id=remote_id
-            ) from exc
-        if info.node_id != remote_id:
-            raise RejectedError(
-                RejectReason.AUTH_FAILURE,
-                f"NodeInfo ID {info.node_id} differs from authenticated ID {remote_id}",
-                node_id=remote_id,
-            )
-        if info.node_id == self.node_info.node_id:
-            raise RejectedError(RejectReason.SELF, "connected to ourselves", node_id=remote_id)
-        try:
-            self.node_info.compatible_with(info)
-        except IncompatiblePeerError as exc:
-            raise RejectedError(RejectReason.INCOMPATIBLE, str(exc), node_id=remote_id) from exc
-        except AuthenticationError as exc:  # pragma: no cover - defensive
-            raise RejectedError(RejectReason.AUTH_FAILURE, str(exc), node_id=remote_id) from exc
         return UpgradedConnection(
-            secret=secret,
-            node_info=info,
-            leftover=leftover,
+            secret=stream.secret,
+            node_info=stream.node_info,
+            leftover=stream.leftover,
             outbound=dialed is not None,
             dialed_address=dialed,
         )
@@ -654,6 +548,40 @@ class Transport:
 def _host_port_text(remote: RemoteAddress) -> str:
     host, port = remote
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_REJECT_REASONS: Final = {
+    UpgradeStep.SECRET_CONNECTION: (RejectReason.AUTH_FAILURE, "secret connection failed: "),
+    UpgradeStep.DIALED_ID: (RejectReason.AUTH_FAILURE, ""),
+    UpgradeStep.NODE_INFO_EXCHANGE: (RejectReason.HANDSHAKE_FAILURE, "NodeInfo exchange failed: "),
+    UpgradeStep.NODE_INFO_INVALID: (RejectReason.NODE_INFO_INVALID, ""),
+    UpgradeStep.NODE_INFO_ID: (RejectReason.AUTH_FAILURE, ""),
+    UpgradeStep.SELF: (RejectReason.SELF, ""),
+    UpgradeStep.INCOMPATIBLE: (RejectReason.INCOMPATIBLE, ""),
+}
+
+
+def _rejection(
+    exc: UpgradeError, remote: RemoteAddress, dialed: NetAddress | None
+) -> RejectedError:
+    """The Transport's name for a failed upgrade step (behaviour.md §1.15)."""
+    if exc.step is UpgradeStep.SECRET_CONNECTION and isinstance(exc.cause, ConnectionBrokenError):
+        # All we can see of a refusal by the remote (duplicate IP, a full peer list,
+        # a filter) is the connection ending here: say so, not "auth failure".
+        if dialed is None:
+            message = f"{_host_port_text(remote)} hung up during the handshake: {exc.cause}"
+        else:
+            message = (
+                f"{_host_port_text(remote)} closed the connection during the "
+                "SecretConnection handshake (it may refuse duplicate IPs, "
+                "allow_duplicate_ip = false; be at its peer limit; or filter us): "
+                f"{exc.cause}"
+            )
+        return RejectedError(
+            RejectReason.REMOTE_CLOSED, message, node_id=None if dialed is None else dialed.id
+        )
+    reason, prefix = _REJECT_REASONS[exc.step]
+    return RejectedError(reason, prefix + exc.detail, node_id=exc.node_id)
 
 
 def _normalise_ip(ip: str) -> str:

@@ -1,7 +1,8 @@
 """The Crawler: map a CometBFT network through the p2p protocol itself.
 
 Starting from seed addresses, the crawler dials every node it learns of, runs the real
-upgrade (SecretConnection handshake, NodeInfo exchange; wire.md §3, §5-§7), records the
+upgrade (the Transport's own pipeline, :func:`~cometp2p.aio.upgrade.upgrade_stream`:
+SecretConnection handshake, NodeInfo exchange and checks; wire.md §3, §5-§7), records the
 node's NodeInfo, asks it once for addresses over PEX (behaviour.md §4.2) and dials what
 it is told, until nothing new is left. Many nodes are handled at once (``concurrency``,
 200 by default); each step with a node is bounded by ``timeout_s``.
@@ -38,8 +39,9 @@ from datetime import UTC, datetime
 from typing import Final
 
 from cometp2p.aio.connection import Connection
-from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
-from cometp2p.aio.transport import close_writer, exchange_node_info
+from cometp2p.aio.secret_connection import SecretConnection
+from cometp2p.aio.transport import close_writer
+from cometp2p.aio.upgrade import UpgradeError, UpgradeStep, upgrade_stream
 from cometp2p.crawler.model import (
     CrawlProgress,
     CrawlResult,
@@ -54,10 +56,7 @@ from cometp2p.errors import (
     ConfigError,
     ConnectionBrokenError,
     CrawlError,
-    IncompatiblePeerError,
     LocalProtocolError,
-    NodeInfoInvalidError,
-    RemoteProtocolError,
 )
 from cometp2p.pex.config import PEX_CHANNEL
 from cometp2p.pex.core import (
@@ -472,41 +471,13 @@ class Crawler:
         # The outer asyncio.timeout is the real bound; the inner ones only must not fire first.
         inner_s = self.config.timeout_s * 2 + 1.0
         try:
-            secret = await secret_handshake(reader, writer, key, timeout_s=inner_s)
-        except AuthenticationError as exc:
-            raise _AttemptFailedError(FailureReason.AUTH_FAILURE, str(exc)) from exc
-        except ConnectionBrokenError as exc:
-            raise _AttemptFailedError(
-                FailureReason.REFUSED, f"closed during the SecretConnection handshake: {exc}"
-            ) from exc
-        except RemoteProtocolError as exc:
-            raise _AttemptFailedError(FailureReason.PROTOCOL_ERROR, str(exc)) from exc
-        if secret.remote_node_id != addr.id:
-            raise _AttemptFailedError(
-                FailureReason.AUTH_FAILURE,
-                f"expected node ID {addr.id}, the node proved {secret.remote_node_id}",
+            stream = await upgrade_stream(
+                reader, writer, key, ours, dialed_id=addr.id, timeout_s=inner_s
             )
-        try:
-            info, leftover = await exchange_node_info(secret, ours, timeout_s=inner_s)
-        except CometP2PError as exc:
-            raise _AttemptFailedError(
-                FailureReason.PROTOCOL_ERROR, f"no valid NodeInfo: {exc}"
-            ) from exc
-        try:
-            info.validate()
-        except NodeInfoInvalidError as exc:
-            raise _AttemptFailedError(FailureReason.PROTOCOL_ERROR, str(exc), info) from exc
-        if info.node_id.lower() != secret.remote_node_id:
-            raise _AttemptFailedError(
-                FailureReason.AUTH_FAILURE,
-                f"NodeInfo ID {info.node_id} differs from the proven ID {secret.remote_node_id}",
-                info,
-            )
-        try:
-            ours.compatible_with(info)
-        except IncompatiblePeerError as exc:
-            raise _AttemptFailedError(FailureReason.INCOMPATIBLE, str(exc), info) from exc
-        return _Link(secret, info, leftover)
+        except UpgradeError as exc:
+            failure = _AttemptFailedError(_failure_reason(exc), _failure_detail(exc), exc.node_info)
+            raise failure from (exc.cause or exc)
+        return _Link(stream.secret, stream.node_info, stream.leftover)
 
     async def _exchange_addrs(self, record: NodeRecord, link: _Link) -> None:
         """Ask the node once for addresses and learn them; record a PEX failure on it."""
@@ -551,6 +522,35 @@ class Crawler:
             self._learn(addr)
         if bad:
             record.pex_error = f"{bad} of {len(message.addrs)} addresses were malformed"
+
+
+_FAILURE_REASONS: Final = {
+    UpgradeStep.DIALED_ID: FailureReason.AUTH_FAILURE,
+    UpgradeStep.NODE_INFO_EXCHANGE: FailureReason.PROTOCOL_ERROR,
+    UpgradeStep.NODE_INFO_INVALID: FailureReason.PROTOCOL_ERROR,
+    UpgradeStep.NODE_INFO_ID: FailureReason.AUTH_FAILURE,
+    UpgradeStep.SELF: FailureReason.AUTH_FAILURE,
+    UpgradeStep.INCOMPATIBLE: FailureReason.INCOMPATIBLE,
+}
+
+
+def _failure_reason(exc: UpgradeError) -> FailureReason:
+    """The crawl's name for a failed upgrade step (the ``error`` of network.json)."""
+    if exc.step is not UpgradeStep.SECRET_CONNECTION:
+        return _FAILURE_REASONS[exc.step]
+    if isinstance(exc.cause, AuthenticationError):
+        return FailureReason.AUTH_FAILURE
+    if isinstance(exc.cause, ConnectionBrokenError):
+        return FailureReason.REFUSED  # hung up: its filters, duplicate-IP rule or limits
+    return FailureReason.PROTOCOL_ERROR
+
+
+def _failure_detail(exc: UpgradeError) -> str:
+    if exc.step is UpgradeStep.SECRET_CONNECTION and isinstance(exc.cause, ConnectionBrokenError):
+        return f"closed during the SecretConnection handshake: {exc.detail}"
+    if exc.step is UpgradeStep.NODE_INFO_EXCHANGE:
+        return f"no valid NodeInfo: {exc.detail}"
+    return exc.detail
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -16,8 +16,11 @@ Deliberate differences from the Go reference (behaviour.md §5.13):
   same address can earn the entry another new bucket (Go counts the stranger's address, and
   its network group, towards the vetted entry's placement).
 * Q5.5: :meth:`AddrBook.is_good` on an unknown address is ``False`` (Go crashes).
-* Q5.6 kept: the 32-byte bucket hash key is drawn from the injected ``rng`` for each book and
-  never persisted; entries loaded from disk keep their saved bucket indices.
+* Q5.6 kept: the 32-byte bucket hash key is secret, drawn from :mod:`secrets` (the OS CSPRNG)
+  for each book and never persisted; entries loaded from disk keep their saved bucket
+  indices. A fresh persisted ``key`` comes from :mod:`secrets` too. The injected ``rng``
+  only makes choices (selection, eviction, bias), so a peer that learns or seeds it cannot
+  predict bucket placement.
 * Node IDs are compared in lowercase (an uppercase spelling of a known ID is the same node).
 """
 
@@ -28,6 +31,7 @@ import hashlib
 import math
 import random
 import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -230,21 +234,31 @@ class AddrBook:
         "_strict",
     )
 
-    def __init__(self, key: str | None = None, *, strict: bool, rng: random.Random) -> None:
+    def __init__(
+        self,
+        key: str | None = None,
+        *,
+        strict: bool,
+        rng: random.Random,
+        hash_key: bytes | None = None,
+    ) -> None:
         """Create an empty book.
 
         Args:
-            key: the persisted book key, 24 lowercase hex characters; drawn from ``rng``
-                when ``None``.
+            key: the persisted book key, 24 lowercase hex characters; a fresh one from
+                :mod:`secrets` when ``None``.
             strict: ``addr_book_strict`` from config.toml (CometBFT default ``true``):
                 refuse non-routable addresses and group them as "local"/"unroutable".
-            rng: the only source of randomness (key, hash key, every random choice).
+            rng: the source of every random *choice* (never of a key).
+            hash_key: the secret 32-byte bucket hash key; from :mod:`secrets` when
+                ``None`` (give one only to reproduce a placement in tests).
 
         Raises:
-            LocalProtocolError: if ``key`` is not 24 lowercase hex characters.
+            LocalProtocolError: if ``key`` is not 24 lowercase hex characters, or
+                ``hash_key`` is not 32 bytes.
         """
         if key is None:
-            key = f"{rng.getrandbits(4 * KEY_HEX_CHARS):0{KEY_HEX_CHARS}x}"
+            key = secrets.token_hex(KEY_HEX_CHARS // 2)
         elif _KEY_RE.fullmatch(key) is None:
             raise LocalProtocolError(
                 f"address book key: expected {KEY_HEX_CHARS} lowercase hex characters, got {key!r}"
@@ -253,7 +267,13 @@ class AddrBook:
         self._key_bytes = key.encode("ascii")
         self._strict = strict
         self._rng = rng
-        self._hash_key = rng.randbytes(HASH_KEY_BYTES)
+        if hash_key is None:
+            hash_key = secrets.token_bytes(HASH_KEY_BYTES)
+        elif len(hash_key) != HASH_KEY_BYTES:
+            raise LocalProtocolError(
+                f"address book hash key: expected {HASH_KEY_BYTES} bytes, got {len(hash_key)}"
+            )
+        self._hash_key = bytes(hash_key)
         self._lookup: dict[NodeID, KnownAddress] = {}
         # Buckets are insertion-ordered sets of IDs; the entries themselves live in _lookup.
         self._new: list[dict[NodeID, None]] = [{} for _ in range(NEW_BUCKET_COUNT)]

@@ -12,18 +12,25 @@ Vocabulary (see ``style.md``): :meth:`MConnection.receive_data` (``b""`` = EOF),
 A driver is expected to:
 
 * read decrypted bytes (no more than :meth:`MConnection.recv_allowance` when it is
-  finite; wait until :meth:`MConnection.recv_resume_at` when it is 0) and pass them to
-  ``receive_data``;
+  finite; when it is 0, wait for the timer, which then covers the moment reading may
+  resume) and pass them to ``receive_data``;
 * call ``data_to_send(now)`` while :meth:`MConnection.has_pending_data` is true (after
-  ``send``, ``receive_data`` and ``handle_timer``), writing each result in order;
-* keep one timer armed at ``get_timer()`` and call ``handle_timer(now)`` then
-  ``data_to_send(now)`` when it fires;
+  ``send``, ``receive_data`` and ``handle_timer``), writing each result in order; after
+  a write, yield to its loop once and write again while
+  :meth:`MConnection.more_to_send` is true;
+* keep one timer armed at ``get_timer()`` (only real deadlines) and call
+  ``handle_timer(now)`` then ``data_to_send(now)`` when it fires;
 * drain ``next_event()`` (or :meth:`MConnection.drain_events`) after every call:
   :class:`MessageReceived` goes to the channel's reactor, :class:`SendQueueReady` wakes
   a sender that got ``False`` from ``send``, :class:`ConnectionTerminated` ends the
   connection;
 * bracket any pause in reading (its own back-pressure) with
   :meth:`MConnection.pause_pong_timeout` / :meth:`MConnection.resume_pong_timeout`.
+
+Sub-states are explicit: ping/pong liveness is one small machine
+(:class:`~cometp2p.sansio.liveness.Liveness`), the flush throttle another
+(``_FlushThrottle``), and each channel's sender refill a three-state table
+(``_REFILL_IDLE`` / ``_REFILL_BLOCKED`` / ``_REFILL_ANNOUNCED``).
 
 Behaviour follows CometBFT v0.38 ``p2p/conn/connection.go`` with these deliberate
 choices (all invisible on the wire except the last):
@@ -63,12 +70,11 @@ from cometp2p.errors import (
 )
 from cometp2p.sansio.failure import as_failure, raise_again
 from cometp2p.sansio.flowrate import UNLIMITED, RateLimiter
+from cometp2p.sansio.liveness import Liveness
 from cometp2p.wire.packet import (
     KIND_MSG,
     KIND_PING,
     MAX_CHANNEL_ID,
-    PING_FRAME,
-    PONG_FRAME,
     max_packet_msg_size,
     packet_msg_body_size,
     packet_msg_header,
@@ -361,11 +367,46 @@ class MConnectionStatus:
 # --------------------------------------------------------------------------- internals
 
 
+# Refill state of one channel's sender (a small transition table, one int per channel):
+#   IDLE      --send() refused: queue full-->              BLOCKED
+#   BLOCKED   --a message leaves the queue (SendQueueReady)--> ANNOUNCED
+#   ANNOUNCED --the scheduler's run of that channel ends-->    IDLE
+# ANNOUNCED lives only inside one _schedule() call: if the channel then has nothing left,
+# the batch ends (_FlushThrottle.refill_wait) so its sender can refill first.
+_REFILL_IDLE: Final = 0
+_REFILL_BLOCKED: Final = 1
+_REFILL_ANNOUNCED: Final = 2
+
+
+class _FlushThrottle:
+    """When held-back packets must go out (Go's flush throttle), and why a batch ended.
+
+    States: NOTHING HELD (``deadline`` None) --packets held--> HELD (``deadline`` =
+    first hold + ``throttle_s``) --flush--> NOTHING HELD. ``refill_wait`` is true while
+    the last batch ended for a sender woken by SendQueueReady and no send() came since.
+    """
+
+    __slots__ = ("deadline", "refill_wait", "throttle_s")
+
+    def __init__(self, throttle_s: float) -> None:
+        self.throttle_s = throttle_s
+        self.deadline: float | None = None
+        self.refill_wait = False
+
+    def expired(self, now: float) -> bool:
+        """Whether held packets must go out at ``now`` (no throttle, or its time came)."""
+        return self.throttle_s <= 0 or (self.deadline is not None and now >= self.deadline)
+
+    def hold(self, now: float) -> None:
+        """Packets are held back; the first hold starts the throttle."""
+        if self.deadline is None:
+            self.deadline = now + self.throttle_s
+
+
 class _Channel:
     """Send queue, chunker state and reassembly buffer of one channel."""
 
     __slots__ = (
-        "blocked",
         "bytes_received",
         "bytes_sent",
         "capacity",
@@ -382,7 +423,7 @@ class _Channel:
         "recently_sent",
         "recv_buf",
         "recv_capacity",
-        "refill_pending",
+        "refill",
         "sending",
     )
 
@@ -396,8 +437,7 @@ class _Channel:
         self.sending: memoryview | None = None  # the message being chunked, if any
         self.offset = 0
         self.recently_sent = 0
-        self.blocked = False  # send() refused a message: announce SendQueueReady
-        self.refill_pending = False  # SendQueueReady announced during this batch
+        self.refill = _REFILL_IDLE  # see _REFILL_IDLE
         limit = max_packet_msg_size(max_payload)
         chunk = max_payload
         while packet_msg_body_size(desc.id, True, chunk) > limit:
@@ -468,7 +508,7 @@ class MConnection:
         self._out: list[bytes | memoryview] = []
         self._out_bytes = 0
         self._batch_bytes = config.write_batch_bytes
-        self._flush_deadline: float | None = None
+        self._flush = _FlushThrottle(config.flush_throttle_s)
         self._send_limiter = RateLimiter(
             config.send_rate_bytes_per_s,
             now,
@@ -478,13 +518,7 @@ class MConnection:
         self._bytes_sent = 0
         self._next_decay_at = now + config.stats_decay_period_s
         # liveness
-        self._next_ping_at = now + config.ping_interval_s
-        self._ping_due = False
-        self._pong_due = False
-        self._pong_deadline: float | None = None
-        self._ping_sent_at = now
-        self._pong_paused_at: float | None = None  # see pause_pong_timeout
-        self._refill_wait = False  # the last batch ended for a waiting sender
+        self._liveness = Liveness(now, config.ping_interval_s, config.pong_timeout_s)
         # receive side
         self._rest = b""  # an incomplete Packet carried over to the next receive_data
         self._template: dict[int, bytes] = {}  # see _parse, tier 1
@@ -496,6 +530,7 @@ class MConnection:
             max(1, round(config.recv_rate_bytes_per_s * config.rate_burst_s)),
         )
         self._bytes_received = 0
+        self._recv_waiting = False  # recv_allowance() said 0: the driver waits to read
 
     # ------------------------------------------------------------------ properties
 
@@ -537,14 +572,14 @@ class MConnection:
             raise self._refusal(channel_id)
         queue = ch.queue
         if len(queue) >= ch.capacity:
-            ch.blocked = True
+            ch.refill = _REFILL_BLOCKED
             return False
         if message.__class__ is not bytes:
             message = _as_bytes(message)
         if not queue and ch.sending is None:
             self._pending += 1
         queue.append(message)
-        self._refill_wait = False
+        self._flush.refill_wait = False
         return True
 
     def can_send(self, channel_id: int) -> bool:
@@ -596,8 +631,9 @@ class MConnection:
         self._out_bytes = 0
         self._pending = 0
         self._rest = b""
-        self._flush_deadline = None
-        self._pong_deadline = None
+        self._flush.deadline = None
+        self._liveness.stop()
+        self._recv_waiting = False
 
     def _fail(self, error: CometP2PError) -> CometP2PError:
         by_peer = isinstance(error, RemoteProtocolError)
@@ -629,22 +665,23 @@ class MConnection:
     def get_timer(self) -> float | None:
         """The next absolute time (seconds) :meth:`handle_timer` must be called, or None.
 
-        Covers the next Ping, the pong timeout, the flush of held-back data and the
-        moment the send rate lets queued data move again.
+        Only real deadlines: the next Ping, the pong timeout, the flush of held-back
+        data, the moment the send rate lets queued data move again and, while the
+        driver waits for the receive rate (:meth:`recv_allowance` returned 0), the
+        moment it may read again. Work that is due already (a Ping or Pong to write) is
+        reported by :meth:`has_pending_data`, never as a time in the past.
         """
         if self._state is not _OPEN:
             return None
-        deadline = self._next_ping_at
-        if self._ping_due or self._pong_due:
-            return self._created  # already due: any time in the past will do
-        if (
-            self._pong_deadline is not None
-            and self._pong_deadline < deadline
-            and self._pong_paused_at is None
-        ):
-            deadline = self._pong_deadline
-        if self._flush_deadline is not None and self._flush_deadline < deadline:
-            deadline = self._flush_deadline
+        deadline = self._liveness.deadline()
+        assert deadline is not None
+        flush_at = self._flush.deadline
+        if flush_at is not None and flush_at < deadline:
+            deadline = flush_at
+        if self._recv_waiting:
+            ready = self._recv_limiter.ready_at(1)
+            if ready < deadline:
+                deadline = ready
         if self._pending and self._send_limited:
             want = min(self._batch_bytes - self._out_bytes, self._send_limiter.burst_bytes)
             ready = self._send_limiter.ready_at(want)
@@ -663,9 +700,27 @@ class MConnection:
         """
         if self._state is not _OPEN:
             return False
-        if self._ping_due or self._pong_due:
+        if self._liveness.due:
             return True
-        return self._pending > 0 and not self._refill_wait and not self._send_limiter.exhausted
+        return (
+            self._pending > 0 and not self._flush.refill_wait and not self._send_limiter.exhausted
+        )
+
+    def more_to_send(self) -> bool:
+        """Whether a driver that just wrote a batch should yield once, then write again.
+
+        True when :meth:`has_pending_data` is, and also while messages stay queued
+        after a batch that ended so that a sender woken by :class:`SendQueueReady` could
+        refill: once the driver has let that sender run (one turn of its loop), the
+        next :meth:`data_to_send` goes on even if it never refills (with no flush
+        throttle and no send rate there is no timer to bring the driver back).
+        Needs no clock.
+        """
+        return self._state is _OPEN and (self._pending > 0 or self._liveness.due)
+
+    def has_queued_messages(self) -> bool:
+        """Whether any channel still holds a queued or partly sent message."""
+        return self._state is _OPEN and self._pending > 0
 
     def pause_pong_timeout(self, now: float) -> None:
         """Stop the pong-timeout clock while the driver does not read (back-pressure).
@@ -673,17 +728,11 @@ class MConnection:
         A Pong we do not read cannot cancel the timeout, so our own slowness must not
         count against the peer. Pings keep going out. Idempotent.
         """
-        if self._pong_paused_at is None:
-            self._pong_paused_at = now
+        self._liveness.pause(now)
 
     def resume_pong_timeout(self, now: float) -> None:
         """Restart the pong-timeout clock: the paused time is added to the deadline."""
-        paused_at = self._pong_paused_at
-        if paused_at is None:
-            return
-        self._pong_paused_at = None
-        if self._pong_deadline is not None:
-            self._pong_deadline += max(0.0, now - max(paused_at, self._ping_sent_at))
+        self._liveness.resume(now)
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at ``now``: schedule a Ping, or fail on a pong timeout.
@@ -706,20 +755,12 @@ class MConnection:
             raise error from exc
 
     def _on_timer(self, now: float) -> None:
-        if (
-            self._pong_deadline is not None
-            and now >= self._pong_deadline
-            and self._pong_paused_at is None
-        ):
+        if self._liveness.on_timer(now):
             timeout = self.config.pong_timeout_s
             self._fail(RemoteProtocolError(f"pong timeout: no Pong within {timeout} s of our Ping"))
             return
-        if now >= self._next_ping_at:
-            self._ping_due = True
-            interval = self.config.ping_interval_s
-            # A ticker: keep the cadence, skip ticks missed while we were not called.
-            missed = int((now - self._next_ping_at) / interval)
-            self._next_ping_at += (missed + 1) * interval
+        if self._recv_waiting and self._recv_limiter.available(now) > 0:
+            self._recv_waiting = False
 
     # ------------------------------------------------------------------ sending
 
@@ -745,15 +786,8 @@ class MConnection:
         if now >= self._next_decay_at:
             self._decay(now)
         out = self._out
-        head = b""
-        if self._pong_due:
-            self._pong_due = False
-            head = PONG_FRAME
-        if self._ping_due:
-            self._ping_due = False
-            head += PING_FRAME
-            self._pong_deadline = now + self.config.pong_timeout_s
-            self._ping_sent_at = now
+        liveness = self._liveness
+        head = liveness.frames(now) if liveness.due else b""
         if self._pending:
             budget = self._batch_bytes - self._out_bytes
             if self._send_limited:
@@ -769,24 +803,20 @@ class MConnection:
             if head:
                 self._bytes_sent += len(head)
             return head
+        flush = self._flush
         if not (
-            head
-            or not self._pending
-            or self._out_bytes >= self._batch_bytes
-            or self.config.flush_throttle_s <= 0
-            or (self._flush_deadline is not None and now >= self._flush_deadline)
+            head or not self._pending or self._out_bytes >= self._batch_bytes or flush.expired(now)
         ):
             # More to come (the rate is spent, or a waiting sender is about to refill):
             # hold the packets back for a bigger write, as Go's flush throttle does.
-            if self._flush_deadline is None:
-                self._flush_deadline = now + self.config.flush_throttle_s
+            flush.hold(now)
             return b""
         if head:
             out.insert(0, head)
         data = b"".join(out)
         out.clear()
         self._out_bytes = 0
-        self._flush_deadline = None
+        flush.deadline = None
         self._bytes_sent += len(data)
         return data
 
@@ -795,7 +825,7 @@ class MConnection:
         append = out.append
         channels = self._channels
         emitted = 0
-        self._refill_wait = False
+        self._flush.refill_wait = False
         while emitted < budget:
             # Go's selectChannelToGossipOn, plus the runner-up that bounds this run.
             best: _Channel | None = None
@@ -823,12 +853,12 @@ class MConnection:
                     bound -= 1
                 max_rs = bound // second.priority
             emitted += self._emit(best, append, budget - emitted, max_rs)
-            if best.refill_pending:
-                best.refill_pending = False
+            if best.refill == _REFILL_ANNOUNCED:
+                best.refill = _REFILL_IDLE
                 if best.sending is None and not best.queue and self._pending:
                     # Its sender is waiting to refill: end the batch rather than hand
                     # its share to the other channels (fairness under saturation).
-                    self._refill_wait = True
+                    self._flush.refill_wait = True
                     break
         return emitted
 
@@ -847,9 +877,8 @@ class MConnection:
                 if not queue:
                     break
                 message = queue.popleft()
-                if ch.blocked:
-                    ch.blocked = False
-                    ch.refill_pending = True
+                if ch.refill == _REFILL_BLOCKED:
+                    ch.refill = _REFILL_ANNOUNCED
                     self._events.append(SendQueueReady(ch.id))
                 size = len(message)
                 if size <= chunk:  # one packet: no memoryview, no slicing
@@ -921,10 +950,17 @@ class MConnection:
         """
         if self._state is not _OPEN:
             return 0
-        return self._recv_limiter.available(now)
+        allowance = self._recv_limiter.available(now)
+        # 0: the driver waits; get_timer() then includes the moment it may read again.
+        self._recv_waiting = allowance <= 0
+        return allowance
 
     def recv_resume_at(self) -> float:
-        """The earliest time (seconds) at which :meth:`recv_allowance` is > 0 again."""
+        """The earliest time (seconds) at which :meth:`recv_allowance` is > 0 again.
+
+        A driver need not arm a timer of its own for it: while it waits (after
+        :meth:`recv_allowance` returned 0) :meth:`get_timer` includes this time.
+        """
         return self._recv_limiter.ready_at(1)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
@@ -1015,9 +1051,9 @@ class MConnection:
                 kind, cid, eof, data_start, data_end = scan_packet(buf, start, end)
                 if kind != KIND_MSG:
                     if kind == KIND_PING:  # answer once, however many arrive
-                        self._pong_due = True
+                        self._liveness.pong_due = True
                     else:  # a Pong: whatever Ping it answers, the peer is alive
-                        self._pong_deadline = None
+                        self._liveness.got_pong()
                     pos = end
                     continue
                 found = by_byte[cid]

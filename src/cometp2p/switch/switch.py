@@ -50,6 +50,7 @@ from typing import Final, Self
 
 from cometp2p.aio.connection import Connection
 from cometp2p.aio.fuzz import fuzzer_from_config
+from cometp2p.aio.resolve import check_address, resolve_address, resolve_addresses
 from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.aio.transport import (
     DEFAULT_FILTER_TIMEOUT_S,
@@ -73,7 +74,7 @@ from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.switch.peer import Peer, PeerSet
 from cometp2p.switch.reactor import Envelope, Reactor
 from cometp2p.types import NodeID
-from cometp2p.wire.netaddress import NetAddress, validate_node_id
+from cometp2p.wire.netaddress import NetAddress, split_address, validate_node_id
 from cometp2p.wire.nodeinfo import NodeInfo
 
 __all__ = [
@@ -273,6 +274,7 @@ class Switch:
         self._dialing: set[NodeID] = set()
         self._reconnecting: set[NodeID] = set()
         self._persistent: list[NetAddress] | None = None
+        self._persistent_given: list[str | NetAddress] | None = None  # resolved in start()
         self._unconditional: set[NodeID] = set()
         self._private: set[NodeID] = set()
         self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
@@ -397,8 +399,10 @@ class Switch:
         if self._running:
             raise LocalProtocolError("Switch already started")
         config = self.config
-        if self._persistent is None:
-            self._persistent = _parse_addresses(config.persistent_peers, "persistent_peers")
+        given = self._persistent_given
+        self._persistent = await resolve_addresses(
+            config.persistent_peers if given is None else given, "persistent_peers", logger
+        )
         self.add_unconditional_peer_ids(config.unconditional_peer_ids)
         self.add_private_peer_ids(config.private_peer_ids)
         host, port = _split_laddr(config.laddr)
@@ -509,17 +513,25 @@ class Switch:
         """Replace the persistent-peer list (``id@host:port`` strings or NetAddresses).
 
         Called before :meth:`start`, it replaces ``persistent_peers`` from the config.
+        Host names are resolved without blocking (:mod:`cometp2p.aio.resolve`) when the
+        Switch starts; until then only the IP-literal entries are listed.
 
         Raises:
-            NetAddressError: an address is invalid (unresolvable names are skipped).
+            NetAddressError: an address is malformed (unresolvable names are skipped, with
+                a warning, at start).
         """
-        self._persistent = _parse_addresses(addresses, "persistent peers")
+        given = list(addresses)
+        self._persistent = _parse_literal_addresses(given)
+        self._persistent_given = given
 
     @property
     def persistent_peers(self) -> list[NetAddress]:
-        """The persistent peers (from the config until :meth:`add_persistent_peers`)."""
+        """The persistent peers (from the config until :meth:`add_persistent_peers`).
+
+        Host-name entries appear once :meth:`start` has resolved them.
+        """
         if self._persistent is None:
-            return _parse_addresses(self.config.persistent_peers, "persistent_peers")
+            return _parse_literal_addresses(self.config.persistent_peers)
         return list(self._persistent)
 
     def is_peer_persistent(self, address: NetAddress) -> bool:
@@ -624,12 +636,15 @@ class Switch:
             NetAddressError: a string is not a valid address (nothing is dialed then);
                 names that do not resolve are only logged and skipped.
         """
-        order = _parse_addresses(addresses, "dial_peers")
+        order = list(addresses)
+        for item in order:
+            check_address(item)
         self.rng.shuffle(order)
-        for address in order:
-            if self._is_own_address(address):
+        for item in order:
+            if isinstance(item, NetAddress) and self._is_own_address(item):
                 continue
-            self._spawn(self._dial_later(address), f"dial-{address.id[:12]}")
+            node_id = item.id if isinstance(item, NetAddress) else split_address(item)[0]
+            self._spawn(self._dial_later(item), f"dial-{node_id[:12]}")
 
     def _is_own_address(self, address: NetAddress) -> bool:
         if address.id == self.node_id or address in self.self_addresses:
@@ -637,7 +652,14 @@ class Switch:
         listen = self.listen_address
         return listen is not None and address.port == listen[1] and str(address.ip) == listen[0]
 
-    async def _dial_later(self, address: NetAddress) -> None:
+    async def _dial_later(self, item: str | NetAddress) -> None:
+        try:
+            address = await resolve_address(item)
+        except NetAddressLookupError as exc:
+            logger.warning("skipping dial_peers entry %r: %s", item, exc)
+            return
+        if self._is_own_address(address):
+            return
         if self.dial_jitter_s > 0:
             await asyncio.sleep(self.rng.uniform(0, self.dial_jitter_s))
         try:
@@ -1108,21 +1130,19 @@ async def _finish(tasks: Sequence[asyncio.Task[None]], timeout_s: float) -> None
             await task
 
 
-def _parse_addresses(items: Iterable[str | NetAddress], what: str) -> list[NetAddress]:
-    """Parse ``id@host:port`` strings; unresolvable names are logged and skipped.
+def _parse_literal_addresses(items: Iterable[str | NetAddress]) -> list[NetAddress]:
+    """The entries with an IP literal, parsed (no DNS); host names wait for ``start()``.
 
     Raises:
-        NetAddressError: an entry is malformed (raised before anything else happens).
+        NetAddressError: an entry is malformed.
     """
     addresses: list[NetAddress] = []
     for item in items:
         if isinstance(item, NetAddress):
             addresses.append(item)
             continue
-        try:
+        with contextlib.suppress(NetAddressLookupError):  # a name: resolved in start()
             addresses.append(NetAddress.parse(item))
-        except NetAddressLookupError as exc:
-            logger.warning("skipping %s entry %r: %s", what, item, exc)
     return addresses
 
 

@@ -2,9 +2,9 @@
 
 Implements wire.md §4.4 (the ``NetAddress`` protobuf), §6.1 (node ID validation), §6.2
 (address strings) and behaviour.md §5.3 (address-book group key) and §5.11 (validity and
-routability, the RFC table). The only IO is the optional DNS lookup in
-:meth:`NetAddress.parse`, which callers on an event loop should avoid (``resolve=False``)
-or run in a thread.
+routability, the RFC table). No IO by default: :meth:`NetAddress.parse` accepts IP
+literals only unless called with ``resolve=True`` (a blocking lookup, for scripts);
+code on an event loop resolves names with :func:`cometp2p.aio.resolve.resolve_address`.
 
 An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is stored as the plain IPv4 address, as
 Go's ``net.IP`` treats it, so it prints, compares and groups as IPv4.
@@ -247,14 +247,15 @@ class NetAddress:
     # -- parsing and printing ---------------------------------------------------------
 
     @classmethod
-    def parse(cls, s: str, *, resolve: bool = True) -> NetAddress:
+    def parse(cls, s: str, *, resolve: bool = False) -> NetAddress:
         """Parse ``[scheme://]id@host:port`` (wire.md §6.2).
 
         Args:
             s: the address; IPv6 hosts in brackets.
-            resolve: when true a host name is resolved with ``socket.getaddrinfo``
-                (blocking) and the first IP is used; when false only IP literals are
-                accepted.
+            resolve: opt-in: when true a host name is resolved with
+                ``socket.getaddrinfo`` (blocking) and the first IP is used; by default
+                only IP literals are accepted (on an event loop, use
+                :func:`cometp2p.aio.resolve.resolve_address` instead).
 
         Raises:
             NetAddressLookupError: if the host is a name and it does not resolve, or
@@ -272,7 +273,7 @@ class NetAddress:
         return cls(node_id, ip, port)
 
     @classmethod
-    def parse_host_port(cls, node_id: str, host_port: str, *, resolve: bool = True) -> NetAddress:
+    def parse_host_port(cls, node_id: str, host_port: str, *, resolve: bool = False) -> NetAddress:
         """Build an address from an ID and ``[scheme://]host:port`` (Go ``IDAddressString``).
 
         Raises:

@@ -289,7 +289,7 @@ class NodeInfo:
         """Whether the node lists ``channel_id``."""
         return 0 <= channel_id <= 0xFF and channel_id in self.channels
 
-    def net_address(self, *, resolve: bool = True) -> NetAddress:
+    def net_address(self, *, resolve: bool = False) -> NetAddress:
         """The node's advertised address, ``node_id@listen_addr`` (Go ``NodeInfo.NetAddress``).
 
         Raises:
