@@ -80,6 +80,16 @@ def _library() -> Any:
     return async_upnp_client
 
 
+def _why(exc: BaseException) -> str:
+    """The innermost cause of ``exc`` in a few words (an OS error's text if there is one)."""
+    inner = exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    return str(inner) or type(inner).__name__
+
+
 def interface_ipv4(name: str) -> str:
     """The IPv4 address of network interface ``name`` (Linux ``SIOCGIFADDR``).
 
@@ -213,7 +223,7 @@ async def open_gateway(
                 f"{location}: no description within {timeout_s:g} s"
             ) from None
         except (LibraryError, ValueError, OSError) as exc:
-            raise UpnpDescriptionError(f"{location}: {exc!r}") from exc
+            raise UpnpDescriptionError(f"{location}: {_why(exc)}") from exc
         if "InternetGatewayDevice" not in device.device_type:
             raise UpnpNoWANIPConnectionError(
                 f"{location}: device type {device.device_type!r} is not an InternetGatewayDevice"
@@ -296,7 +306,7 @@ class Gateway:
                 action, f"UPnP error {exc.error_code} ({exc.error_desc})", exc.error_code
             ) from exc
         except (LibraryError, ValueError, OSError) as exc:
-            raise UpnpActionRefusedError(action, repr(exc)) from exc
+            raise UpnpActionRefusedError(action, _why(exc)) from exc
         return dict(result)
 
     async def get_external_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
