@@ -267,14 +267,20 @@ class GatewayLab:
         """``argv`` run inside the client namespace."""
         return ["ip", "netns", "exec", self.client_ns, *argv]
 
-    def run_client(self, *args: str, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Run ``tests/gateway/client_main.py ARGS`` in the client namespace; its JSON."""
+    def run_client(
+        self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0
+    ) -> dict[str, Any]:
+        """Run ``tests/gateway/client_main.py ARGS`` in the client namespace; its JSON.
+
+        ``env`` is added to our environment (e.g. ``{"TIMEOUT_S": "1"}``).
+        """
         script = Path(__file__).with_name("client_main.py")
         done = subprocess.run(
             self.client_argv(sys.executable, str(script), *args),
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            env={**os.environ, **(env or {})},
         )
         if done.returncode != 0 or not done.stdout.strip():
             raise RuntimeError(f"client_main {args} failed: {done.stderr[-3000:]}")
