@@ -53,6 +53,8 @@ class PortMapper:
         self.source_ip = source_ip
         self.location = location
         self.external_ip: str | None = None
+        self.renew_every_s: float = lease_s / 2
+        """Seconds between renewals (half the lease)."""
         self.renewals = 0
         self._gateway: Gateway | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -99,7 +101,7 @@ class PortMapper:
         assert self._gateway is not None
         failing = False
         while True:
-            await asyncio.sleep(self.lease_s / 2)
+            await asyncio.sleep(self.renew_every_s)
             try:
                 await self._add(self._gateway)
             except UpnpError as exc:
