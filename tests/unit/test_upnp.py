@@ -9,7 +9,7 @@ import logging
 import socket
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -259,3 +259,90 @@ async def test_mapper_start_failure_is_logged_once_and_returns_none(
         "UPnP error 501 (ActionFailed)"
     ]
     assert ("delete", 26656, 0) not in fake.calls
+
+
+# -- the node -------------------------------------------------------------------------------
+
+
+def make_node(tmp_path: Path, **p2p: Any) -> Any:
+    from cometp2p.crypto.keys import NodeKey
+    from cometp2p.node import Node
+
+    config = Config(home=tmp_path, moniker="upnp", p2p=P2PConfig(upnp=True, **p2p))
+    return Node(config, NodeKey.generate(), "test-chain")
+
+
+class FakeMapper:
+    instances: ClassVar[list[FakeMapper]] = []
+
+    def __init__(self, port: int, **options: Any) -> None:
+        self.port, self.options = port, options
+        self.stopped = False
+        FakeMapper.instances.append(self)
+
+    async def start(self) -> str | None:
+        return "100.63.0.7"
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+def fake_mapper(monkeypatch: pytest.MonkeyPatch) -> type[FakeMapper]:
+    FakeMapper.instances = []
+    monkeypatch.setattr(mapper_module, "PortMapper", FakeMapper)
+    return FakeMapper
+
+
+async def test_node_advertises_the_external_ip_and_stops_the_mapper(
+    tmp_path: Path, fake_mapper: type[FakeMapper]
+) -> None:
+    port = free_port()
+    node = make_node(tmp_path, laddr=f"tcp://127.0.0.1:{port}")
+    node.upnp_options["lease_s"] = 60
+    stop, started = asyncio.Event(), asyncio.Event()
+
+    class OnStarted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "started on" in record.getMessage():
+                started.set()
+
+    handler = OnStarted()
+    logging.getLogger("cometp2p.node").addHandler(handler)
+    logging.getLogger("cometp2p.node").setLevel(logging.INFO)
+    try:
+        run = asyncio.create_task(node.run(stop))
+        async with asyncio.timeout(10):
+            await started.wait()
+    finally:
+        logging.getLogger("cometp2p.node").removeHandler(handler)
+        logging.getLogger("cometp2p.node").setLevel(logging.NOTSET)
+    assert node.switch.node_info.listen_addr == f"tcp://100.63.0.7:{port}"
+    (mapper,) = fake_mapper.instances
+    assert (mapper.port, mapper.options) == (port, {"lease_s": 60, "source_ip": "127.0.0.1"})
+    stop.set()
+    async with asyncio.timeout(10):
+        await run
+    assert mapper.stopped
+
+
+async def test_node_keeps_a_configured_external_address(
+    tmp_path: Path, fake_mapper: type[FakeMapper]
+) -> None:
+    node = make_node(tmp_path, laddr="tcp://0.0.0.0:26656", external_address="5.6.7.8:9")
+    mapper = await node._start_upnp()
+    assert mapper is fake_mapper.instances[0]
+    assert mapper.options == {}
+    assert node.switch.node_info.listen_addr == "5.6.7.8:9"
+
+
+async def test_node_with_an_ephemeral_port_runs_without_upnp(
+    tmp_path: Path, fake_mapper: type[FakeMapper], caplog: pytest.LogCaptureFixture
+) -> None:
+    node = make_node(tmp_path, laddr="tcp://127.0.0.1:0")
+    with caplog.at_level(logging.WARNING, logger="cometp2p.node"):
+        assert await node._start_upnp() is None
+    assert fake_mapper.instances == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "upnp disabled: p2p.laddr 'tcp://127.0.0.1:0' has no fixed port"
+    ]

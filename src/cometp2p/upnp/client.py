@@ -29,7 +29,6 @@ import socket
 import struct
 import urllib.parse
 from dataclasses import dataclass
-from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -367,7 +366,7 @@ class Gateway:
             NewInternalClient=internal_client or self.local_ip,
             NewEnabled=True,
             NewPortMappingDescription=description,
-            NewLeaseDuration=int(timedelta(seconds=lease_s).total_seconds()),
+            NewLeaseDuration=lease_s,
         )
         return external_port
 
