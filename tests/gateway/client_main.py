@@ -4,7 +4,9 @@
 ``{"error": <class>, "reason": <UpnpFailure value>, "message", "elapsed_s"}``.
 
 Operations: ``discover [SOURCE_IP]``, ``open LOCATION``, ``map LOCATION PORT LEASE_S``,
-``delete LOCATION PORT``. ``$TIMEOUT_S`` bounds each step (default 3).
+``delete LOCATION PORT``, ``stalled LOCATION`` (open, print ``{"opened": true}``, wait
+for a line on stdin, then ask for the external IP: the test stops the daemon meanwhile).
+``$TIMEOUT_S`` bounds each step (default 3).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ async def _main(op: str, args: list[str], timeout_s: float) -> dict[str, Any]:
     async with await open_gateway(args[0], timeout_s=timeout_s) as gateway:
         if op == "open":
             return await _describe(gateway)
+        if op == "stalled":
+            print(json.dumps({"opened": True}), flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
+            started = time.monotonic()
+            try:
+                await gateway.get_external_address()
+            finally:
+                print(json.dumps({"action_s": round(time.monotonic() - started, 3)}), flush=True)
+            return {"unexpected": "an answer"}
         port = int(args[1])
         if op == "map":
             lease_s = int(args[2])

@@ -6,6 +6,8 @@ mappings are read from the gateway's nftables, where miniupnpd puts them.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -112,6 +114,38 @@ def test_unreachable_description_is_unreadable_within_the_timeout(
     assert result["elapsed_s"] < 2.0
     refused = lab.run_client("open", f"http://{LAN_GATEWAY_IP}:9/rootDesc.xml")
     assert refused.get("error") == "UpnpDescriptionError", refused
+
+
+def test_a_gateway_that_stops_answering_is_no_answer_within_the_timeout(lab: GatewayLab) -> None:
+    assert lab.daemon is not None
+    script = Path(__file__).with_name("client_main.py")
+    client = subprocess.Popen(
+        lab.client_argv(sys.executable, str(script), "stalled", lab.location),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TIMEOUT_S": "1"},
+    )
+    assert client.stdin is not None
+    assert client.stdout is not None
+    try:
+        assert json.loads(client.stdout.readline()) == {"opened": True}
+        lab.daemon.send_signal(signal.SIGSTOP)  # the daemon hangs: no answer to the action
+        try:
+            client.stdin.write("go\n")
+            client.stdin.flush()
+            out, _ = client.communicate(timeout=20)
+        finally:
+            lab.daemon.send_signal(signal.SIGCONT)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=10)
+    action_line, result_line = out.strip().splitlines()[-2:]
+    result = json.loads(result_line)
+    assert result.get("error") == "UpnpNoAnswerError", result
+    assert "GetExternalIPAddress" in result["message"]
+    assert 0.9 <= json.loads(action_line)["action_s"] < 2.0
 
 
 NON_IGD = """<?xml version="1.0"?>
