@@ -318,6 +318,8 @@ async def test_node_advertises_the_external_ip_and_stops_the_mapper(
         logging.getLogger("cometp2p.node").removeHandler(handler)
         logging.getLogger("cometp2p.node").setLevel(logging.NOTSET)
     assert node.switch.node_info.listen_addr == f"tcp://100.63.0.7:{port}"
+    # What the handshake sends is the Transport's copy.
+    assert node.switch.transport.node_info.listen_addr == f"tcp://100.63.0.7:{port}"
     (mapper,) = fake_mapper.instances
     assert (mapper.port, mapper.options) == (port, {"lease_s": 60, "source_ip": "127.0.0.1"})
     stop.set()
