@@ -3,6 +3,8 @@
 * ``interop`` tests (marker declared in pyproject.toml) are skipped, with the reason,
   when ``go`` is not on PATH: they need it to build CometBFT and the Go harness.
 * Under ``CI=true`` a skipped ``interop`` test is a failure: interop is mandatory in CI.
+  So is a skipped ``gateway`` test (a real UPnP gateway in network namespaces; it skips
+  elsewhere when the machine cannot run one, e.g. not root).
 * A run in which no test actually executed fails, so a broken selection or a suite that
   skips everything cannot pass silently.
 """
@@ -30,6 +32,10 @@ class _ExecutedCounter:
 
 
 _COUNTER = pytest.StashKey[_ExecutedCounter]()
+
+
+# Markers whose tests must run in CI: a skip of one of them fails under CI=true.
+_MANDATORY_IN_CI = ("interop", "gateway")
 
 
 def _in_ci() -> bool:
@@ -62,12 +68,13 @@ def pytest_runtest_makereport(
         report.skipped
         and not hasattr(report, "wasxfail")
         and _in_ci()
-        and item.get_closest_marker("interop") is not None
+        and any(item.get_closest_marker(name) is not None for name in _MANDATORY_IN_CI)
     ):
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
         report.outcome = "failed"
-        report.longrepr = f"interop test skipped under CI=true (skips fail in CI): {reason}"
+        kind = next(name for name in _MANDATORY_IN_CI if item.get_closest_marker(name))
+        report.longrepr = f"{kind} test skipped under CI=true (skips fail in CI): {reason}"
     return report
 
 

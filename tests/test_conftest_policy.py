@@ -17,6 +17,7 @@ INI = """
 addopts = --strict-markers -p no:cacheprovider -p no:hypothesispytest -p no:asyncio
 markers =
     interop: needs go
+    gateway: needs root
 """
 
 TESTS = """
@@ -89,6 +90,34 @@ def test_explicit_skip_inside_interop_test_fails_under_ci(
     # The skip becomes a failure; an xfail stays an xfail.
     result.assert_outcomes(failed=1, xfailed=1)
     result.stdout.fnmatch_lines(["*skipped under CI=true*no node today*"])
+
+
+def test_gateway_skip_fails_under_ci(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture
+        def lab():
+            pytest.skip("UPnP gateway tests need root")
+
+        @pytest.mark.gateway
+        def test_gateway(lab):
+            pass
+
+        def test_plain():
+            pass
+        """
+    )
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*gateway test skipped under CI=true*need root*"])
+    monkeypatch.delenv("CI")
+    result = suite.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
 
 
 def test_non_interop_skip_is_fine_under_ci(

@@ -215,6 +215,9 @@ class P2PConfig:
     """``handshake_timeout``, default ``"20s"`` (declared; Go's transport uses 3 s)."""
     dial_timeout_s: float = 3.0
     """``dial_timeout``, default ``"3s"`` (declared; Go's transport uses 1 s)."""
+    upnp: bool = False
+    """``upnp``, default ``false``: map the listen port on the UPnP gateway and advertise
+    its external IP (behaviour.md §7; a v0.34 key, written only when true)."""
     test_dial_fail: bool = False
     """``test_dial_fail`` (hidden), default ``false``: every dial fails."""
     test_fuzz: bool = False
@@ -460,6 +463,7 @@ _P2P_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("allow_duplicate_ip", "allow_duplicate_ip", _as_bool),
     ("handshake_timeout", "handshake_timeout_s", _as_duration),
     ("dial_timeout", "dial_timeout_s", _as_duration),
+    ("upnp", "upnp", _as_bool),
     ("test_dial_fail", "test_dial_fail", _as_bool),
     ("test_fuzz", "test_fuzz", _as_bool),
     ("test_fuzz_inbound", "test_fuzz_inbound", _as_bool),
@@ -468,6 +472,7 @@ _P2P_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
 )
 _HIDDEN_P2P_KEYS: Final = frozenset(
     {
+        "upnp",  # a v0.34 key: written only when true
         "test_dial_fail",
         "test_fuzz",
         "test_fuzz_inbound",

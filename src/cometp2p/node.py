@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from prometheus_client import Gauge
 
@@ -39,6 +39,8 @@ __all__ = ["Node", "default_reactors", "serve_metrics"]
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
+
+    from cometp2p.upnp.mapper import PortMapper
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,10 @@ class Node:
         ).labels(chain_id)
         for name, reactor in reactors:
             self.add_reactor(name, reactor)
+        self.upnp: PortMapper | None = None
+        """With ``[p2p] upnp``: the listen port's mapping on the gateway while running."""
+        self.upnp_options: dict[str, Any] = {}
+        """Keyword arguments for :class:`~cometp2p.upnp.mapper.PortMapper` (lease_s, ...)."""
 
     @classmethod
     def from_home(
@@ -256,8 +262,11 @@ class Node:
             )
             self.metrics_port = int(self._metrics_server.server_port)
         try:
+            if self.config.p2p.upnp and self.upnp is None:
+                self.upnp = await self._start_upnp()
             await self.switch.start()
         except BaseException:
+            await self._stop_upnp()
             self._stop_metrics_server()
             raise
         self._book_task = asyncio.create_task(self._refresh_book_size())
@@ -278,7 +287,36 @@ class Node:
         if self.switch.is_running:
             await self.switch.stop()
             logger.info("node %s stopped", self.node_key.node_id)
+        await self._stop_upnp()
         self._stop_metrics_server()
+
+    async def _start_upnp(self) -> PortMapper | None:
+        """Map the listen port on the UPnP gateway; advertise its external IP unless
+        ``external_address`` is set (behaviour.md §7). None, logged once, on failure."""
+        from cometp2p.upnp.mapper import PortMapper
+
+        host, _, port = self.config.p2p.laddr.split("://")[-1].rpartition(":")
+        if not port.isdigit() or int(port) == 0:
+            logger.warning("upnp disabled: p2p.laddr %r has no fixed port", self.config.p2p.laddr)
+            return None
+        options = dict(self.upnp_options)
+        if host.count(".") == 3 and host != "0.0.0.0":  # bound to one IPv4: map that one
+            options.setdefault("source_ip", host)
+        mapper = PortMapper(int(port), **options)
+        external_ip = await mapper.start()
+        if external_ip is None:
+            return None
+        if not self.config.p2p.external_address:
+            self.switch.node_info = dataclasses.replace(
+                self.switch.node_info, listen_addr=f"tcp://{external_ip}:{port}"
+            )
+            logger.info("upnp: advertising tcp://%s:%s", external_ip, port)
+        return mapper
+
+    async def _stop_upnp(self) -> None:
+        mapper, self.upnp = self.upnp, None
+        if mapper is not None:
+            await mapper.stop()
 
     def _stop_metrics_server(self) -> None:
         server, self._metrics_server = self._metrics_server, None

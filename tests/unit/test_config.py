@@ -289,6 +289,9 @@ def test_hidden_keys_only_when_not_default() -> None:
     assert "test_fuzz" not in doc["p2p"]
     assert "test_dial_fail" not in doc["p2p"]
     assert "test_fuzz_config" not in doc["p2p"]
+    assert "upnp" not in doc["p2p"]  # a v0.34 key: written only when true
+    upnp = tomllib.loads(render_config_toml(Config(home=Path("/h"), p2p=P2PConfig(upnp=True))))
+    assert upnp["p2p"]["upnp"] is True
     fuzzy = Config(
         home=Path("/h"),
         p2p=P2PConfig(test_fuzz=True, test_fuzz_config=FuzzConnConfig(mode=1, max_delay_s=0.25)),
@@ -356,6 +359,7 @@ p2p_configs = st.builds(
     allow_duplicate_ip=st.booleans(),
     handshake_timeout_s=durations,
     dial_timeout_s=durations,
+    upnp=st.booleans(),
     test_dial_fail=st.booleans(),
     test_fuzz=st.booleans(),
     test_fuzz_config=st.builds(

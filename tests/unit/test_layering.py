@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("aio",),
     ("switch",),
     ("pex",),
-    ("crawler",),
+    ("crawler", "upnp"),
     ("node", "testing"),
     ("cli",),
 )

@@ -139,6 +139,7 @@ def apply_flags(
     external_address: str | None = None,
     unconditional_peer_ids: str | None = None,
     private_peer_ids: str | None = None,
+    upnp: bool | None = None,
 ) -> Config:
     """Return ``config`` with the command-line overrides applied (``None`` = keep)."""
     p2p_changes: dict[str, object] = {}
@@ -158,6 +159,8 @@ def apply_flags(
         p2p_changes["pex"] = pex
     if seed_mode is not None:
         p2p_changes["seed_mode"] = seed_mode
+    if upnp is not None:
+        p2p_changes["upnp"] = upnp
     p2p = dataclasses.replace(config.p2p, **p2p_changes)  # type: ignore[arg-type]
     changes: dict[str, object] = {"p2p": p2p}
     if moniker is not None:
@@ -272,6 +275,8 @@ def _bool_flag(flag: str, dest: str, help_text: str) -> Callable[[_F], _F]:
 @_text_flag(
     "--p2p.private_peer_ids", "private_peer_ids", "Comma-separated node IDs never gossiped."
 )
+@_bool_flag("--p2p.upnp", "upnp", "Map the listen port on the UPnP gateway (bare: true).")
+@click.option("--upnp.lease", "upnp_lease_s", type=int, default=None, hidden=True)
 @click.option("--moniker", default=None, help="Human-readable node name.")
 @click.option(
     *_spellings("--chain-id"), "chain_id", default=None, help="Network, if no genesis.json."
@@ -311,6 +316,8 @@ def start_command(
     seed_mode: bool | None,
     unconditional_peer_ids: str | None,
     private_peer_ids: str | None,
+    upnp: bool | None,
+    upnp_lease_s: int | None,
     moniker: str | None,
     chain_id: str | None,
     log_level: str,
@@ -343,6 +350,7 @@ def start_command(
             external_address=external_address,
             unconditional_peer_ids=unconditional_peer_ids,
             private_peer_ids=private_peer_ids,
+            upnp=upnp,
         )
         network = resolve_chain_id(config, chain_id)
         node_key = load_or_generate_node_key(config.node_key_path)
@@ -352,6 +360,8 @@ def start_command(
             network,
             default_reactors(config, ensure_peers_period_s=ensure_peers_period_s),
         )
+        if upnp_lease_s is not None:
+            node.upnp_options["lease_s"] = upnp_lease_s
         asyncio.run(_run(node, ready_file))
 
 
