@@ -89,7 +89,8 @@ async def test_from_home_takes_key_chain_and_pex_from_the_home(tmp_path: Path) -
     node = Node.from_home(home, reactors=[("mine", mine)])
     assert node.chain_id == "genesis-chain"
     assert node.node_key.node_id == key.node_id
-    assert list(node.switch.reactors) == ["PEX", "mine"]
+    # The defaults ([p2p] pex, [trust] enabled) come first, then ours.
+    assert list(node.switch.reactors) == ["PEX", "TRUST", "mine"]
     async with node:
         assert node.switch.node_info.channels == bytes([0x00, 0x70])
         assert node.switch.node_info.moniker == "from-home"

@@ -16,14 +16,14 @@ SRC = Path(__file__).parents[2] / "src" / "cometp2p"
 
 # Bottom to top, as in docs/architecture.md.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "types", "fileio", "config", "metrics"),
+    ("errors", "types", "fileio", "config", "metrics", "unsupported"),
     ("wire",),
     ("crypto",),
     ("sansio",),
     ("aio",),
     ("switch",),
     ("pex",),
-    ("crawler", "upnp"),
+    ("crawler", "upnp", "trust"),
     ("node", "testing"),
     ("cli",),
 )
