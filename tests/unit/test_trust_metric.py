@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from cometp2p.errors import ConfigError, LocalProtocolError
 from cometp2p.trust.config import TrustMetricConfig
-from cometp2p.trust.metric import TrustHistory, TrustMetric, go_pow_int
+from cometp2p.trust.metric import (
+    TrustHistory,
+    TrustMetric,
+    _history_value_loop,
+    _history_value_vector,
+    go_pow_int,
+)
 
 SMALL = TrustMetricConfig(tracking_window_s=60.0 * 50, interval_length_s=60.0)
 
@@ -192,3 +198,12 @@ def test_pause_freezes_history(script: list[tuple[int, int, bool]], ticks: int) 
     assert not m.paused
     m.next_time_interval()
     assert m.num_intervals == min(frozen.intervals + 1, SMALL.max_intervals)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=15),
+    st.integers(1, 20160),
+)
+def test_numpy_history_value_is_bit_identical_to_the_loop(history: list[float], n: int) -> None:
+    assert _history_value_vector(list(history), n) == _history_value_loop(list(history), n)
