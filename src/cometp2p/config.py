@@ -281,6 +281,12 @@ class TrustConfig:
     """``min_score``, default 50: below it a peer is not dialed nor gossiped and is banned."""
     ban_time_s: float = 86_400.0
     """``ban_time``, default ``"24h0m0s"``: how long a distrusted peer stays excluded."""
+    misbehaviour_events: int = 10
+    """``misbehaviour_events``, default 10: bad events for one stop for a protocol error,
+    a PEX violation or an oversized or undecodable message."""
+    pong_timeout_events: int = 1
+    """``pong_timeout_events``, default 1: bad events for one stop for a pong timeout
+    (often the network's fault rather than the peer's)."""
     proportional_weight: float = 0.4
     """``proportional_weight``, default 0.4 (Go's ``ProportionalWeight``)."""
     integral_weight: float = 0.6
@@ -293,6 +299,12 @@ class TrustConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 100:
             raise ConfigError(f"trust.min_score: expected 0..100, got {self.min_score}")
+        for key, value in (
+            ("misbehaviour_events", self.misbehaviour_events),
+            ("pong_timeout_events", self.pong_timeout_events),
+        ):
+            if value < 0:
+                raise ConfigError(f"trust.{key}: expected a non-negative count, got {value}")
         if self.ban_time_s < 0:
             raise ConfigError(
                 f"trust.ban_time: expected a non-negative value, got {self.ban_time_s}"
@@ -501,6 +513,8 @@ _TRUST_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("db_file", "db_file", _as_str),
     ("min_score", "min_score", _as_int),
     ("ban_time", "ban_time_s", _as_duration),
+    ("misbehaviour_events", "misbehaviour_events", _as_int),
+    ("pong_timeout_events", "pong_timeout_events", _as_int),
     ("proportional_weight", "proportional_weight", _as_float),
     ("integral_weight", "integral_weight", _as_float),
     ("interval_length", "interval_length_s", _as_duration),

@@ -171,6 +171,7 @@ async def test_protocol_errors_sink_a_peer_while_an_honest_one_stays_at_100(
     # Saved at stop: the histories (Go persists no more than that) carry the verdicts.
     store = TrustMetricStore(tmp_path / "data" / "trust.sqlite")
     assert store.metric(m.id).history_value < 0.5
+    assert store.metric(m.id).judged_score() < TRUST.min_score
     assert store.metric(h.id).history_value == 1.0
     assert store.metric(h.id).trust_score() == 100
     assert set(store.bans()) == {m.id}

@@ -207,3 +207,26 @@ def test_pause_freezes_history(script: list[tuple[int, int, bool]], ticks: int) 
 )
 def test_numpy_history_value_is_bit_identical_to_the_loop(history: list[float], n: int) -> None:
     assert _history_value_vector(list(history), n) == _history_value_loop(list(history), n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(step, max_size=80), st.integers(0, 5), st.integers(0, 5))
+def test_judged_score_is_the_worse_of_now_and_the_past(
+    script: list[tuple[int, int, bool]], good: int, bad: int
+) -> None:
+    m = TrustMetric(SMALL)
+    for g, b, pause in script:
+        m.good_events(g)
+        m.bad_events(b)
+        if pause:
+            m.pause()
+        m.next_time_interval()
+    m.good_events(good)
+    m.bad_events(bad)
+    judged = m.judged_score()
+    assert 0 <= judged <= m.trust_score() <= 100
+    assert judged == math.floor(100 * min(m.trust_value(), m.history_value))
+    if good + bad == 0:
+        # A silent interval earns nothing: the history alone decides (Go: >= 40 always).
+        assert judged == math.floor(100 * m.history_value)
+        assert m.trust_score() >= 40

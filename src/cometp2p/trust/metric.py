@@ -219,6 +219,16 @@ class TrustMetric:
         """``floor(100 * trust_value())``, in 0..100 (Go's ``TrustScore``)."""
         return math.floor(self.trust_value() * 100)
 
+    def judged_score(self) -> int:
+        """``floor(100 * min(trust_value(), history_value))``, in 0..100 (ours, not Go's).
+
+        Go's value counts an interval without events as perfect (R = 1), so a peer that is
+        idle or gone scores at least ``100 * a`` (40) however bad its history. Judged by
+        the worse of its current interval and its history, it earns nothing for silence;
+        with events this is Go's score whenever they are worse than its past.
+        """
+        return math.floor(min(self.trust_value(), self._history_value) * 100)
+
     @property
     def history_value(self) -> float:
         """The integral part H: faded-memory weighted history, 1.0 when nothing is tracked."""
