@@ -546,6 +546,7 @@ _KNOWN_TOP_LEVEL: Final = frozenset(
         # sections
         "rpc", "grpc", "p2p", "mempool", "statesync", "blocksync", "fastsync", "consensus",
         "storage", "tx_index", "instrumentation",
+        "trust",  # ours (behaviour.md §6 wiring); CometBFT ignores it
     }
 )  # fmt: skip
 _KNOWN_P2P: Final = frozenset(
@@ -556,13 +557,15 @@ _KNOWN_SECTIONS: Final = {
     "p2p.": _KNOWN_P2P,
     "p2p.test_fuzz_config.": frozenset(key for key, _, _ in _FUZZ_KEYS),
     "instrumentation.": frozenset(key for key, _, _ in _INSTRUMENTATION_KEYS),
+    "trust.": frozenset(key for key, _, _ in _TRUST_KEYS),
 }
 
 
 def unknown_keys(doc: _Table) -> list[str]:
     """The dotted keys of ``doc`` (a lower-cased config.toml) that neither cometp2p nor
-    CometBFT knows: in the top level, ``[p2p]``, ``[p2p.test_fuzz_config]`` and
-    ``[instrumentation]`` (the sections we read; others belong to CometBFT's other parts).
+    CometBFT knows: in the top level, ``[p2p]``, ``[p2p.test_fuzz_config]``,
+    ``[instrumentation]`` and ``[trust]`` (the sections we read; others belong to
+    CometBFT's other parts).
     """
     found: list[str] = []
     for prefix, known in _KNOWN_SECTIONS.items():

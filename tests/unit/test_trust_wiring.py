@@ -16,7 +16,14 @@ from click.testing import CliRunner
 from google.protobuf.message import DecodeError
 
 from cometp2p.cli.main import main
-from cometp2p.config import Config, TrustConfig, load_config, render_config_toml, write_config
+from cometp2p.config import (
+    Config,
+    TrustConfig,
+    load_config,
+    render_config_toml,
+    unknown_keys,
+    write_config,
+)
 from cometp2p.errors import ConfigError, ConnectionBrokenError, RemoteProtocolError
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.config import PexConfig
@@ -277,3 +284,8 @@ async def test_a_corrupt_store_does_not_stop_the_node(tmp_path: Path) -> None:
     reopened = TrustMetricStore(db)
     assert addr(1).id in list(reopened)
     reopened.close(save=False)
+
+
+def test_trust_keys_are_known_and_typos_are_named() -> None:
+    doc = {"trust": {"min_score": 10, "min_scor": 3}, "p2p": {}}
+    assert unknown_keys(doc) == ["trust.min_scor"]
