@@ -5,8 +5,8 @@ window's saturation (20 160 intervals tracked, the worst case: the history value
 weighted term per interval, in Go's order, to stay bit-identical), the same on a fresh
 metric, ``trust_value``, and a save + load of a store of ``--peers`` saturated metrics.
 Reference, measured in the same run: a bare Python loop of 20 160 multiply-adds over two
-lists, what the exact-order sum costs in pure Python (the metric uses numpy's sequential
-``accumulate`` above 64 intervals, with the same result).
+lists, what adding every term costs (the metric stops once the remaining terms cannot
+change the sum, with the same result).
 
 Run: ``.venv/bin/python bench/trust_metric.py [--peers 1000]``
 """
