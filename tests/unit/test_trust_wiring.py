@@ -240,11 +240,13 @@ def test_trust_cli_show_export_import(tmp_path: Path) -> None:
         store.metric("b" * 40).bad_events(3)
         for node_id in store:
             store.metric(node_id).next_time_interval()
+    store.set_ban("b" * 40, 4_102_444_800.0)  # 2100-01-01
     store.close()
     shown = runner.invoke(main, ["trust", "show", "--home", str(home)], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert shown.output.index("a" * 40) < shown.output.index("b" * 40)  # by score
     assert "2 peers" in shown.output
+    assert f"until 2100-01-01 00:00 UTC: {'b' * 40}" in shown.output
     out = tmp_path / "go.json"
     exported = runner.invoke(main, ["trust", "export", "--home", str(home), "-o", str(out)])
     assert exported.exit_code == 0, exported.output

@@ -53,6 +53,7 @@ def show_command(home: str | None) -> None:
         store = _open(config, must_exist=True)
         try:
             updated = store.updated_at()
+            bans = store.bans()
             rows = sorted(store.items(), key=lambda kv: (-kv[1].judged_score(), kv[0]))
         finally:
             store.close(save=False)
@@ -79,6 +80,11 @@ def show_command(home: str | None) -> None:
             datetime.fromtimestamp(stamp, UTC).strftime("%m-%d %H:%M") if stamp else "-",
         )
     console.print(table)
+    now = datetime.now(UTC).timestamp()
+    for node_id, until in sorted(bans.items(), key=lambda kv: kv[1]):
+        if until > now:
+            when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
+            console.print(f"distrusted (not dialed, not gossiped) until {when} UTC: {node_id}")
 
 
 @trust_group.command("export")
