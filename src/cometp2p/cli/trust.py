@@ -84,7 +84,7 @@ def show_command(home: str | None) -> None:
     for node_id, until in sorted(bans.items(), key=lambda kv: kv[1]):
         if until > now:
             when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
-            console.print(f"distrusted (not dialed, not gossiped) until {when} UTC: {node_id}")
+            console.print(f"distrusted until {when} UTC: {node_id}", soft_wrap=True)
 
 
 @trust_group.command("export")
