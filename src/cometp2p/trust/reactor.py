@@ -25,6 +25,8 @@ No CometBFT version wires ``p2p/trust`` to anything (behaviour.md §6); this is 
   earn its trust back.
 * ``<namespace>_p2p_peer_trust_score{chain_id, peer_id}``: the score of each connected
   peer; the series is removed when the peer disconnects.
+  ``<namespace>_p2p_peer_trust_bad_events_total{chain_id, reason}``: bad-event stops by
+  reason (four series at most).
 
 The metrics live in a :class:`~cometp2p.trust.store.TrustMetricStore` (SQLite under the
 home's ``data/``), loaded at start, saved every minute and at stop.
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter as Counter_
 from prometheus_client import Gauge
 
 from cometp2p.config import Config, TrustConfig
@@ -123,6 +126,7 @@ class TrustReactor(Reactor):
         self._probation: set[str] = set()
         self._connected: set[NodeID] = set()
         self._gauge: Gauge | None = None
+        self._bad_counter: Counter_ | None = None
         self._chain_id = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -175,6 +179,14 @@ class TrustReactor(Reactor):
             subsystem="p2p",
             registry=switch.metrics.registry,
         )
+        self._bad_counter = Counter_(
+            "peer_trust_bad_events",
+            "Stops for an error counted against a peer's trust, by reason (cometp2p extension).",
+            ["chain_id", "reason"],
+            namespace=self.namespace,
+            subsystem="p2p",
+            registry=switch.metrics.registry,
+        )
         self._task = asyncio.create_task(self._timer_loop(), name="trust-timer")
 
     async def stop(self) -> None:
@@ -196,10 +208,13 @@ class TrustReactor(Reactor):
                 self.store.close()
             except TrustStoreError as exc:
                 logger.error("trust store not saved at stop: %s", exc)
-        if self._gauge is not None and self.switch is not None:
-            with contextlib.suppress(KeyError):
-                self.switch.metrics.registry.unregister(self._gauge)
-            self._gauge = None
+        if self.switch is not None:
+            for collector in (self._gauge, self._bad_counter):
+                if collector is not None:
+                    with contextlib.suppress(KeyError):
+                        self.switch.metrics.registry.unregister(collector)
+        self._gauge = None
+        self._bad_counter = None
 
     async def add_peer(self, peer: Peer) -> None:
         store = self._store()
@@ -214,6 +229,8 @@ class TrustReactor(Reactor):
         if bad is not None:
             metric.bad_events(self._weight(bad))
             self.bad_events[bad] += 1
+            if self._bad_counter is not None:
+                self._bad_counter.labels(self._chain_id, bad.name.lower()).inc()
         store.peer_disconnected(peer.id, at_interval_end=True)
         self._connected.discard(peer.id)
         if self._gauge is not None:
