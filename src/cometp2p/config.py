@@ -281,6 +281,12 @@ class TrustConfig:
     """``min_score``, default 50: below it a peer is not dialed nor gossiped and is banned."""
     ban_time_s: float = 86_400.0
     """``ban_time``, default ``"24h0m0s"``: how long a distrusted peer stays excluded."""
+    misbehaviour_events: int = 10
+    """``misbehaviour_events``, default 10: bad events for one stop for a protocol error,
+    a PEX violation or an oversized or undecodable message."""
+    pong_timeout_events: int = 1
+    """``pong_timeout_events``, default 1: bad events for one stop for a pong timeout
+    (often the network's fault rather than the peer's)."""
     proportional_weight: float = 0.4
     """``proportional_weight``, default 0.4 (Go's ``ProportionalWeight``)."""
     integral_weight: float = 0.6
@@ -293,6 +299,12 @@ class TrustConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 100:
             raise ConfigError(f"trust.min_score: expected 0..100, got {self.min_score}")
+        for key, value in (
+            ("misbehaviour_events", self.misbehaviour_events),
+            ("pong_timeout_events", self.pong_timeout_events),
+        ):
+            if value < 0:
+                raise ConfigError(f"trust.{key}: expected a non-negative count, got {value}")
         if self.ban_time_s < 0:
             raise ConfigError(
                 f"trust.ban_time: expected a non-negative value, got {self.ban_time_s}"
@@ -501,6 +513,8 @@ _TRUST_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("db_file", "db_file", _as_str),
     ("min_score", "min_score", _as_int),
     ("ban_time", "ban_time_s", _as_duration),
+    ("misbehaviour_events", "misbehaviour_events", _as_int),
+    ("pong_timeout_events", "pong_timeout_events", _as_int),
     ("proportional_weight", "proportional_weight", _as_float),
     ("integral_weight", "integral_weight", _as_float),
     ("interval_length", "interval_length_s", _as_duration),
@@ -532,6 +546,7 @@ _KNOWN_TOP_LEVEL: Final = frozenset(
         # sections
         "rpc", "grpc", "p2p", "mempool", "statesync", "blocksync", "fastsync", "consensus",
         "storage", "tx_index", "instrumentation",
+        "trust",  # ours (behaviour.md §6 wiring); CometBFT ignores it
     }
 )  # fmt: skip
 _KNOWN_P2P: Final = frozenset(
@@ -542,13 +557,15 @@ _KNOWN_SECTIONS: Final = {
     "p2p.": _KNOWN_P2P,
     "p2p.test_fuzz_config.": frozenset(key for key, _, _ in _FUZZ_KEYS),
     "instrumentation.": frozenset(key for key, _, _ in _INSTRUMENTATION_KEYS),
+    "trust.": frozenset(key for key, _, _ in _TRUST_KEYS),
 }
 
 
 def unknown_keys(doc: _Table) -> list[str]:
     """The dotted keys of ``doc`` (a lower-cased config.toml) that neither cometp2p nor
-    CometBFT knows: in the top level, ``[p2p]``, ``[p2p.test_fuzz_config]`` and
-    ``[instrumentation]`` (the sections we read; others belong to CometBFT's other parts).
+    CometBFT knows: in the top level, ``[p2p]``, ``[p2p.test_fuzz_config]``,
+    ``[instrumentation]`` and ``[trust]`` (the sections we read; others belong to
+    CometBFT's other parts).
     """
     found: list[str] = []
     for prefix, known in _KNOWN_SECTIONS.items():

@@ -154,6 +154,12 @@ async def test_protocol_errors_sink_a_peer_while_an_honest_one_stays_at_100(
         assert not trust.allows(m.id)
         assert trust.score(h.id) == 100
         assert gauge_peers(node).get(h.id) == 100.0
+        stops = node.metrics.registry.get_sample_value(
+            "cometbft_p2p_peer_trust_bad_events_total",
+            {"chain_id": "test-chain", "reason": "protocol_error"},
+        )
+        assert stops is not None
+        assert stops >= errors_at_distrust + 5
 
         # A newcomer asking the node for addresses hears of the honest peer only.
         newcomer = pex_node(4, Strict())
@@ -171,6 +177,7 @@ async def test_protocol_errors_sink_a_peer_while_an_honest_one_stays_at_100(
     # Saved at stop: the histories (Go persists no more than that) carry the verdicts.
     store = TrustMetricStore(tmp_path / "data" / "trust.sqlite")
     assert store.metric(m.id).history_value < 0.5
+    assert store.metric(m.id).judged_score() < TRUST.min_score
     assert store.metric(h.id).history_value == 1.0
     assert store.metric(h.id).trust_score() == 100
     assert set(store.bans()) == {m.id}

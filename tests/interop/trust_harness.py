@@ -60,7 +60,7 @@ def ensure_trustharness_binary(timeout_s: float = BUILD_TIMEOUT_S) -> Path:
             return binary
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f"trustharness.{os.getpid()}.partial"
-        env = {**os.environ, "GOFLAGS": "-mod=mod"}
+        env = {**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off"}
         try:
             done = subprocess.run(
                 [go, "build", "-o", str(partial), "."],

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from cometp2p.errors import ConfigError, LocalProtocolError
 from cometp2p.trust.config import TrustMetricConfig
-from cometp2p.trust.metric import TrustHistory, TrustMetric, go_pow_int
+from cometp2p.trust.metric import (
+    TrustHistory,
+    TrustMetric,
+    _history_value,
+    _history_value_loop,
+    go_pow_int,
+)
 
 SMALL = TrustMetricConfig(tracking_window_s=60.0 * 50, interval_length_s=60.0)
 
@@ -192,3 +198,37 @@ def test_pause_freezes_history(script: list[tuple[int, int, bool]], ticks: int) 
     assert not m.paused
     m.next_time_interval()
     assert m.num_intervals == min(frozen.intervals + 1, SMALL.max_intervals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.floats(-1.0, 1.0), min_size=1, max_size=15)
+    | st.lists(st.floats(0.0, 1.0), min_size=1, max_size=15)
+    | st.lists(st.sampled_from([0.0, 5e-324, 1e-300, 1.0]), min_size=1, max_size=15),
+    st.integers(1, 20160),
+)
+def test_fast_history_value_is_bit_identical_to_the_loop(history: list[float], n: int) -> None:
+    assert _history_value(list(history), n) == _history_value_loop(list(history), n)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(step, max_size=80), st.integers(0, 5), st.integers(0, 5))
+def test_judged_score_is_the_worse_of_now_and_the_past(
+    script: list[tuple[int, int, bool]], good: int, bad: int
+) -> None:
+    m = TrustMetric(SMALL)
+    for g, b, pause in script:
+        m.good_events(g)
+        m.bad_events(b)
+        if pause:
+            m.pause()
+        m.next_time_interval()
+    m.good_events(good)
+    m.bad_events(bad)
+    judged = m.judged_score()
+    assert 0 <= judged <= m.trust_score() <= 100
+    assert judged == math.floor(100 * min(m.trust_value(), m.history_value))
+    if good + bad == 0:
+        # A silent interval earns nothing: the history alone decides (Go: >= 40 always).
+        assert judged == math.floor(100 * m.history_value)
+        assert m.trust_score() >= 40

@@ -16,13 +16,21 @@ from click.testing import CliRunner
 from google.protobuf.message import DecodeError
 
 from cometp2p.cli.main import main
-from cometp2p.config import Config, TrustConfig, load_config, render_config_toml, write_config
+from cometp2p.config import (
+    Config,
+    TrustConfig,
+    load_config,
+    render_config_toml,
+    unknown_keys,
+    write_config,
+)
 from cometp2p.errors import ConfigError, ConnectionBrokenError, RemoteProtocolError
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.config import PexConfig
 from cometp2p.pex.core import DialVerdict, Offence, PeerRef, PexCore, PexMisbehaviourError
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.switch.peer import Peer
+from cometp2p.switch.reactor import Envelope
 from cometp2p.switch.switch import Switch
 from cometp2p.testing.network import make_switch
 from cometp2p.trust.reactor import TrustReactor
@@ -169,10 +177,34 @@ async def test_dial_plan_prefers_higher_trust() -> None:
     assert len(core.plan_dials(3, 0, lambda _: False)) == 3
 
 
+async def test_misbehaviour_weighs_more_than_a_pong_timeout(
+    wired: tuple[Switch, PEXReactor, TrustReactor, Clock],
+) -> None:
+    _, _, trust, _ = wired
+    scores = {}
+    for n, reason in (
+        (11, RemoteProtocolError("pong timeout: no Pong within 45 s of our Ping")),
+        (12, RemoteProtocolError("garbage")),
+    ):
+        peer = FakePeer(addr(n).id, addr(n))
+        await trust.add_peer(cast(Peer, peer))
+        for _ in range(9):  # nine messages delivered
+            trust._on_delivered(Envelope(0x42, cast(Peer, peer), b"ok"))
+        await trust.remove_peer(cast(Peer, peer), reason)
+        scores[n] = trust.score(peer.id)
+    # R = 9/10 after the pong timeout (one bad event), 9/19 after the protocol error (ten).
+    assert scores[11] == 86  # 0.4*0.9 + 0.6 - 0.1
+    assert scores[12] == 26  # 0.4*9/19 + 0.6 - (1 - 9/19)
+    assert trust.allows(addr(11).id)
+    assert not trust.allows(addr(12).id)
+
+
 def test_trust_config_keys_round_trip(tmp_path: Path) -> None:
     cfg = Config(
         home=tmp_path,
-        trust=TrustConfig(min_score=30, interval_length_s=30.0, ban_time_s=7200.0),
+        trust=TrustConfig(
+            min_score=30, interval_length_s=30.0, ban_time_s=7200.0, misbehaviour_events=4
+        ),
     )
     text = render_config_toml(cfg)
     assert "[trust]" in text
@@ -208,11 +240,13 @@ def test_trust_cli_show_export_import(tmp_path: Path) -> None:
         store.metric("b" * 40).bad_events(3)
         for node_id in store:
             store.metric(node_id).next_time_interval()
+    store.set_ban("b" * 40, 4_102_444_800.0)  # 2100-01-01
     store.close()
     shown = runner.invoke(main, ["trust", "show", "--home", str(home)], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert shown.output.index("a" * 40) < shown.output.index("b" * 40)  # by score
     assert "2 peers" in shown.output
+    assert f"until 2100-01-01 00:00 UTC: {'b' * 40}" in shown.output
     out = tmp_path / "go.json"
     exported = runner.invoke(main, ["trust", "export", "--home", str(home), "-o", str(out)])
     assert exported.exit_code == 0, exported.output
@@ -252,3 +286,8 @@ async def test_a_corrupt_store_does_not_stop_the_node(tmp_path: Path) -> None:
     reopened = TrustMetricStore(db)
     assert addr(1).id in list(reopened)
     reopened.close(save=False)
+
+
+def test_trust_keys_are_known_and_typos_are_named() -> None:
+    doc = {"trust": {"min_score": 10, "min_scor": 3}, "p2p": {}}
+    assert unknown_keys(doc) == ["trust.min_scor"]

@@ -43,8 +43,9 @@ def trust_group() -> None:
 def show_command(home: str | None) -> None:
     """Print the stored peers, highest trust score first.
 
-    score: 0..100 as the node would see the peer now (Go's TrustScore); H: the
-    faded-memory history value H, 0..1; intervals: intervals tracked.
+    score: 0..100, what the node's decisions use: 100 x the lower of Go's trust value and
+    the history value (a peer earns nothing for silence); H: the faded-memory history
+    value, 0..1; intervals: intervals tracked.
     """
     console = make_console()
     with cli_errors():
@@ -52,7 +53,8 @@ def show_command(home: str | None) -> None:
         store = _open(config, must_exist=True)
         try:
             updated = store.updated_at()
-            rows = sorted(store.items(), key=lambda kv: (-kv[1].trust_score(), kv[0]))
+            bans = store.bans()
+            rows = sorted(store.items(), key=lambda kv: (-kv[1].judged_score(), kv[0]))
         finally:
             store.close(save=False)
     table = Table(
@@ -68,7 +70,7 @@ def show_command(home: str | None) -> None:
     table.add_column("saved UTC", no_wrap=True, min_width=11)
     low = config.trust.min_score
     for node_id, metric in rows:
-        score = metric.trust_score()
+        score = metric.judged_score()
         stamp = updated.get(node_id)
         table.add_row(
             node_id,
@@ -78,6 +80,11 @@ def show_command(home: str | None) -> None:
             datetime.fromtimestamp(stamp, UTC).strftime("%m-%d %H:%M") if stamp else "-",
         )
     console.print(table)
+    now = datetime.now(UTC).timestamp()
+    for node_id, until in sorted(bans.items(), key=lambda kv: kv[1]):
+        if until > now:
+            when = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d %H:%M")
+            console.print(f"distrusted until {when} UTC: {node_id}", soft_wrap=True)
 
 
 @trust_group.command("export")

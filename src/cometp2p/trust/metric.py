@@ -60,6 +60,29 @@ def go_pow_int(x: float, n: int) -> float:
     return math.ldexp(a1, ae)
 
 
+class _WeightTable:
+    """The history weights ``0.8 ** k`` (Go's ``math.Pow``) and their running sums.
+
+    Every metric uses the same weights, and Go sums them one by one in order, both in
+    ``Init`` and interval by interval, so ``sums[n]`` is exactly the ``historyWeightSum``
+    of a metric tracking ``n`` intervals. Shared, grown on demand: a metric costs no
+    weight list of its own (20 160 floats at the default window).
+    """
+
+    def __init__(self) -> None:
+        self.weights: list[float] = []  # weights[k] = 0.8 ** (k + 1)
+        self.sums: list[float] = [0.0]  # sums[n] = weights[0] + ... + weights[n - 1]
+
+    def ensure(self, n: int) -> None:
+        while len(self.weights) < n:
+            w = go_pow_int(HISTORY_DATA_WEIGHT, len(self.weights) + 1)
+            self.weights.append(w)
+            self.sums.append(self.sums[-1] + w)
+
+
+_TABLE = _WeightTable()
+
+
 @dataclass(frozen=True, slots=True)
 class TrustHistory:
     """What is persisted of a metric: Go's ``MetricHistoryJSON``.
@@ -92,8 +115,6 @@ class TrustMetric:
         "_next_tick",
         "_num_intervals",
         "_paused",
-        "_weight_sum",
-        "_weights",
         "config",
     )
 
@@ -108,8 +129,6 @@ class TrustMetric:
         self._max_size = self.config.history_max_size
         self._num_intervals = 0
         self._history: list[float] = []
-        self._weights: list[float] = []
-        self._weight_sum = 0.0
         self._history_value = 1.0
         self._good = 0.0
         self._bad = 0.0
@@ -125,12 +144,7 @@ class TrustMetric:
             intervals = 0  # Go would index an empty history and panic
         self._num_intervals = intervals
         self._history = values
-        for i in range(1, intervals + 1):
-            self._weights.append(go_pow_int(HISTORY_DATA_WEIGHT, i))
-        total = 0.0
-        for w in self._weights:
-            total += w
-        self._weight_sum = total
+        _TABLE.ensure(intervals)
         # §6.4: Go computes 0/0 = NaN here for intervals == 0; a fresh metric has H = 1.0.
         self._history_value = self._calc_history_value() if intervals > 0 else 1.0
 
@@ -192,6 +206,16 @@ class TrustMetric:
         """``floor(100 * trust_value())``, in 0..100 (Go's ``TrustScore``)."""
         return math.floor(self.trust_value() * 100)
 
+    def judged_score(self) -> int:
+        """``floor(100 * min(trust_value(), history_value))``, in 0..100 (ours, not Go's).
+
+        Go's value counts an interval without events as perfect (R = 1), so a peer that is
+        idle or gone scores at least ``100 * a`` (40) however bad its history. Judged by
+        the worse of its current interval and its history, it earns nothing for silence;
+        with events this is Go's score whenever they are worse than its past.
+        """
+        return math.floor(min(self.trust_value(), self._history_value) * 100)
+
     @property
     def history_value(self) -> float:
         """The integral part H: faded-memory weighted history, 1.0 when nothing is tracked."""
@@ -241,9 +265,7 @@ class TrustMetric:
             del self._history[: len(self._history) - self._max_size]
         if self._num_intervals < self.config.max_intervals:
             self._num_intervals += 1
-            wk = go_pow_int(HISTORY_DATA_WEIGHT, self._num_intervals)
-            self._weights.append(wk)
-            self._weight_sum += wk
+            _TABLE.ensure(self._num_intervals)
         self._update_faded_memory()
         self._history_value = self._calc_history_value()
         self._good = 0.0
@@ -261,20 +283,54 @@ class TrustMetric:
             history[i] = ((history[i] * (x - 1)) + history[i + 1]) / x
 
     def _calc_history_value(self) -> float:
-        history = self._history
-        weights = self._weights
-        first = len(history) - 1
-        if first < 0 or self._weight_sum == 0:
-            return 1.0
-        hv = history[first] * weights[0]
-        # Intervals [2^m, 2^(m+1)) share slot m; summed in Go's order, one term at a time.
-        interval = 1
         n = self._num_intervals
-        while interval < n:
-            offset = interval_to_history_offset(interval)
-            value = history[max(first - offset, 0)]
-            stop = min(n, interval << 1)
-            for k in range(interval, stop):
-                hv += value * weights[k]
-            interval = stop
-        return hv / self._weight_sum
+        if not self._history or n == 0:
+            return 1.0
+        return _history_value(self._history, n)
+
+
+def _history_value_loop(history: list[float], n: int) -> float:
+    """Go's ``calcHistoryValue`` for ``n >= 1`` intervals, term by term in Go's order."""
+    _TABLE.ensure(n)
+    weights = _TABLE.weights
+    first = len(history) - 1
+    hv = history[first] * weights[0]
+    # Intervals [2^m, 2^(m+1)) share slot m. A history shorter than its interval count
+    # needs (only from loaded data; Go would panic) reads its oldest slot.
+    interval = 1
+    while interval < n:
+        value = history[max(first - interval_to_history_offset(interval), 0)]
+        stop = min(n, interval << 1)
+        for k in range(interval, stop):
+            hv += value * weights[k]
+        interval = stop
+    return hv / _TABLE.sums[n]
+
+
+def _history_value(history: list[float], n: int) -> float:
+    """:func:`_history_value_loop`, stopping once the remaining terms cannot change the sum.
+
+    With no negative history value the sum only grows and the terms only shrink (the
+    weights fall as 0.8^k, each value is at most ``max(history)``). Once
+    ``max(history) * w_k`` is below half an ulp of the sum, adding that term, or any
+    later one, rounds back to the same sum in IEEE arithmetic, so the result is
+    bit-identical to adding all ``n`` (Go's loop) while summing a few hundred terms
+    instead of 20 160.
+    """
+    _TABLE.ensure(n)
+    weights = _TABLE.weights
+    first = len(history) - 1
+    hi = max(history)
+    if min(history) < 0 or hi <= 0:
+        return _history_value_loop(history, n)
+    hv = history[first] * weights[0]
+    interval = 1
+    while interval < n:
+        if hi * weights[interval] < math.ulp(hv) / 2:
+            break
+        value = history[max(first - interval_to_history_offset(interval), 0)]
+        stop = min(n, interval << 1)
+        for k in range(interval, stop):
+            hv += value * weights[k]
+        interval = stop
+    return hv / _TABLE.sums[n]

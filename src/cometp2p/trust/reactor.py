@@ -4,9 +4,14 @@ No CometBFT version wires ``p2p/trust`` to anything (behaviour.md §6); this is 
 
 * Good events: each message a reactor handled without error (a Switch delivery
   observer), plus one more for a PexAddrs that answered our request.
-* Bad events: each stop-for-error, one per stop, by :class:`~cometp2p.trust.reasons.BadReason`
-  (protocol error, pong timeout, PEX violation, oversized or undecodable message). A
-  network failure or a graceful stop is no bad event.
+* Bad events: each stop-for-error, by :class:`~cometp2p.trust.reasons.BadReason`:
+  ``[trust] misbehaviour_events`` (10) for a protocol error, a PEX violation or an
+  oversized or undecodable message, ``[trust] pong_timeout_events`` (1) for a pong
+  timeout. A network failure or a graceful stop is no bad event.
+* Decisions use :meth:`~cometp2p.trust.metric.TrustMetric.judged_score`, the worse of
+  the current interval and the history (Go's score counts a silent interval as perfect,
+  so a disconnected peer would never score below 40); the gauge and ``trust show``
+  show the same number.
 * A disconnect pauses the metric at the end of the current interval, so the interval in
   which the peer misbehaved is recorded (see
   :meth:`~cometp2p.trust.store.TrustMetricStore.peer_disconnected`).
@@ -20,6 +25,8 @@ No CometBFT version wires ``p2p/trust`` to anything (behaviour.md §6); this is 
   earn its trust back.
 * ``<namespace>_p2p_peer_trust_score{chain_id, peer_id}``: the score of each connected
   peer; the series is removed when the peer disconnects.
+  ``<namespace>_p2p_peer_trust_bad_events_total{chain_id, reason}``: bad-event stops by
+  reason (four series at most).
 
 The metrics live in a :class:`~cometp2p.trust.store.TrustMetricStore` (SQLite under the
 home's ``data/``), loaded at start, saved every minute and at stop.
@@ -36,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prometheus_client import Counter as Counter_
 from prometheus_client import Gauge
 
 from cometp2p.config import Config, TrustConfig
@@ -118,6 +126,7 @@ class TrustReactor(Reactor):
         self._probation: set[str] = set()
         self._connected: set[NodeID] = set()
         self._gauge: Gauge | None = None
+        self._bad_counter: Counter_ | None = None
         self._chain_id = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -170,6 +179,14 @@ class TrustReactor(Reactor):
             subsystem="p2p",
             registry=switch.metrics.registry,
         )
+        self._bad_counter = Counter_(
+            "peer_trust_bad_events",
+            "Stops for an error counted against a peer's trust, by reason (cometp2p extension).",
+            ["chain_id", "reason"],
+            namespace=self.namespace,
+            subsystem="p2p",
+            registry=switch.metrics.registry,
+        )
         self._task = asyncio.create_task(self._timer_loop(), name="trust-timer")
 
     async def stop(self) -> None:
@@ -191,31 +208,36 @@ class TrustReactor(Reactor):
                 self.store.close()
             except TrustStoreError as exc:
                 logger.error("trust store not saved at stop: %s", exc)
-        if self._gauge is not None and self.switch is not None:
-            with contextlib.suppress(KeyError):
-                self.switch.metrics.registry.unregister(self._gauge)
-            self._gauge = None
+        if self.switch is not None:
+            for collector in (self._gauge, self._bad_counter):
+                if collector is not None:
+                    with contextlib.suppress(KeyError):
+                        self.switch.metrics.registry.unregister(collector)
+        self._gauge = None
+        self._bad_counter = None
 
     async def add_peer(self, peer: Peer) -> None:
         store = self._store()
         metric = store.peer_connected(peer.id)
         self._connected.add(peer.id)
-        self._show(peer.id, metric.trust_score())
+        self._show(peer.id, metric.judged_score())
 
     async def remove_peer(self, peer: Peer, reason: BaseException | None) -> None:
         store = self._store()
         metric = store.metric(peer.id)
         bad = classify_stop_reason(reason)
         if bad is not None:
-            metric.bad_events(1)
+            metric.bad_events(self._weight(bad))
             self.bad_events[bad] += 1
+            if self._bad_counter is not None:
+                self._bad_counter.labels(self._chain_id, bad.name.lower()).inc()
         store.peer_disconnected(peer.id, at_interval_end=True)
         self._connected.discard(peer.id)
         if self._gauge is not None:
             with contextlib.suppress(KeyError):
                 self._gauge.remove(self._chain_id, peer.id)
         if bad is not None:
-            score = metric.trust_score()
+            score = metric.judged_score()
             logger.info("[%s] trust: bad event (%s), score now %d", peer.id, bad.value, score)
             if score < self.config.min_score and not self.is_protected(peer.id):
                 self._distrust(peer.id, peer.socket_address, score)
@@ -223,9 +245,10 @@ class TrustReactor(Reactor):
     # -- what PEX asks (cometp2p.pex.core.PeerTrust) --------------------------------------
 
     def score(self, node_id: NodeID) -> int:
-        """The trust score of ``node_id``, 0..100; 100 for a peer never seen."""
+        """The score trust decisions use, 0..100
+        (:meth:`~cometp2p.trust.metric.TrustMetric.judged_score`); 100 for a peer never seen."""
         metric = self._store().get(node_id)
-        return 100 if metric is None else metric.trust_score()
+        return 100 if metric is None else metric.judged_score()
 
     def allows(self, node_id: NodeID) -> bool:
         """May ``node_id`` be dialed and handed out over PEX?
@@ -249,7 +272,7 @@ class TrustReactor(Reactor):
         if node_id in self._probation:
             return True
         metric = self._store().get(node_id)
-        if metric is not None and metric.trust_score() < self.config.min_score:
+        if metric is not None and metric.judged_score() < self.config.min_score:
             self._distrusted_until[node_id] = now + self.config.ban_time_s
             self._store().set_ban(node_id, self._wall_clock() + self.config.ban_time_s)
             return False
@@ -282,6 +305,11 @@ class TrustReactor(Reactor):
     def _show(self, node_id: str, score: int) -> None:
         if self._gauge is not None and node_id in self._connected:
             self._gauge.labels(self._chain_id, node_id).set(score)
+
+    def _weight(self, reason: BadReason) -> int:
+        if reason is BadReason.PONG_TIMEOUT:
+            return self.config.pong_timeout_events
+        return self.config.misbehaviour_events
 
     def _on_delivered(self, envelope: Envelope) -> None:
         peer = envelope.src
@@ -328,4 +356,4 @@ class TrustReactor(Reactor):
             for node_id in self._connected:
                 metric = store.get(node_id)
                 if metric is not None:
-                    self._show(node_id, metric.trust_score())
+                    self._show(node_id, metric.judged_score())
