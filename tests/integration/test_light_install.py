@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -58,6 +59,34 @@ def test_listing_the_commands_imports_no_crawler_and_no_plotting() -> None:
     modules = _modules_after(code)
     assert not {m.split(".")[0] for m in modules} & PLOTTING
     assert "cometp2p.crawler.crawler" not in modules
+    # The listing reads the command modules' source; it imports none of them.
+    assert not {m for m in modules if m.startswith("cometp2p.cli.")} - {"cometp2p.cli.main"}
+
+
+def test_start_help_does_not_load_the_node() -> None:
+    code = (
+        "from click.testing import CliRunner\nfrom cometp2p.cli.main import main\n"
+        "r = CliRunner().invoke(main, ['start', '--help'])\nassert '--p2p.pex' in r.output"
+    )
+    modules = _modules_after(code)
+    assert "cometp2p.node" not in modules
+    assert "cometp2p.switch.switch" not in modules
+
+
+def test_the_listing_from_source_matches_the_imported_commands() -> None:
+    listed = CliRunner().invoke(main, ["--help"]).output.split("Commands:\n", 1)[1]
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in listed.splitlines() if line}
+    ctx = click.Context(main)
+    names = main.list_commands(ctx)  # imports every command module
+    visible = {}
+    for name in names:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        if not command.hidden:
+            visible[name] = command.get_short_help_str(1000)
+    assert set(rows) == set(visible)
+    for name, short in rows.items():
+        assert visible[name].startswith(short.removesuffix("..."))
 
 
 async def test_crawl_without_the_plot_extra_writes_the_rest_and_says_so(
