@@ -104,3 +104,22 @@ async def test_crawl_without_the_plot_extra_writes_the_rest_and_says_so(
     assert "cometp2p[plot]" in result.output
     assert (out / "network.json").exists()
     assert not (out / "network.png").exists()
+
+
+@pytest.mark.slow
+def test_localnet_without_the_plot_extra_converges_and_says_so(tmp_path: Path) -> None:
+    # sys.modules[name] = None makes the import system report the package as absent.
+    code = (
+        "import sys\nsys.modules['matplotlib'] = None\n"
+        "from cometp2p.cli.main import main\n"
+        f"main(['localnet', '--nodes', '3', '--out', {str(tmp_path / 'net')!r}])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    notes = [line for line in result.stdout.splitlines() if "network.png skipped" in line]
+    assert len(notes) == 1
+    assert "cometp2p[plot]" in notes[0]
+    assert (tmp_path / "net" / "network.json").exists()
+    assert not (tmp_path / "net" / "network.png").exists()
