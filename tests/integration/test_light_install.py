@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -58,6 +59,34 @@ def test_listing_the_commands_imports_no_crawler_and_no_plotting() -> None:
     modules = _modules_after(code)
     assert not {m.split(".")[0] for m in modules} & PLOTTING
     assert "cometp2p.crawler.crawler" not in modules
+    # The listing reads the command modules' source; it imports none of them.
+    assert not {m for m in modules if m.startswith("cometp2p.cli.")} - {"cometp2p.cli.main"}
+
+
+def test_start_help_does_not_load_the_node() -> None:
+    code = (
+        "from click.testing import CliRunner\nfrom cometp2p.cli.main import main\n"
+        "r = CliRunner().invoke(main, ['start', '--help'])\nassert '--p2p.pex' in r.output"
+    )
+    modules = _modules_after(code)
+    assert "cometp2p.node" not in modules
+    assert "cometp2p.switch.switch" not in modules
+
+
+def test_the_listing_from_source_matches_the_imported_commands() -> None:
+    listed = CliRunner().invoke(main, ["--help"]).output.split("Commands:\n", 1)[1]
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in listed.splitlines() if line}
+    ctx = click.Context(main)
+    names = main.list_commands(ctx)  # imports every command module
+    visible = {}
+    for name in names:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        if not command.hidden:
+            visible[name] = command.get_short_help_str(1000)
+    assert set(rows) == set(visible)
+    for name, short in rows.items():
+        assert visible[name].startswith(short.removesuffix("..."))
 
 
 async def test_crawl_without_the_plot_extra_writes_the_rest_and_says_so(
@@ -75,3 +104,22 @@ async def test_crawl_without_the_plot_extra_writes_the_rest_and_says_so(
     assert "cometp2p[plot]" in result.output
     assert (out / "network.json").exists()
     assert not (out / "network.png").exists()
+
+
+@pytest.mark.slow
+def test_localnet_without_the_plot_extra_converges_and_says_so(tmp_path: Path) -> None:
+    # sys.modules[name] = None makes the import system report the package as absent.
+    code = (
+        "import sys\nsys.modules['matplotlib'] = None\n"
+        "from cometp2p.cli.main import main\n"
+        f"main(['localnet', '--nodes', '3', '--out', {str(tmp_path / 'net')!r}])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    notes = [line for line in result.stdout.splitlines() if "network.png skipped" in line]
+    assert len(notes) == 1
+    assert "cometp2p[plot]" in notes[0]
+    assert (tmp_path / "net" / "network.json").exists()
+    assert not (tmp_path / "net" / "network.png").exists()

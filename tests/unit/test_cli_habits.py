@@ -185,16 +185,16 @@ def test_unknown_keys_are_named_in_warnings(
     _write(
         tmp_path,
         'monikr = "typo"\n[p2p]\nladdr = "tcp://127.0.0.1:1"\nseed = "x"\n'
-        "[instrumentation]\nprometheus_port = 1\n[mempool]\nsize = 5000\n",
+        "[instrumentation]\nprometheus_port = 1\n[mempool]\nsize = 5000\n[trust]\nenabld = true\n",
     )
     with caplog.at_level(logging.WARNING, logger="cometp2p.config"):
         config = load_config(tmp_path)
     assert config.p2p.laddr == "tcp://127.0.0.1:1"
     warned = " ".join(r.getMessage() for r in caplog.records)
-    for key in ("'monikr'", "'p2p.seed'", "'instrumentation.prometheus_port'"):
+    for key in ("'monikr'", "'p2p.seed'", "'instrumentation.prometheus_port'", "'trust.enabld'"):
         assert key in warned
     assert "mempool" not in warned  # CometBFT's other sections are not ours to judge
-    assert len(caplog.records) == 3
+    assert len(caplog.records) == 4
 
 
 def test_an_empty_config_file_is_warned_about(

@@ -15,7 +15,9 @@ the file layout; cometbft's ``$CMTHOME`` is deliberately not read).
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,10 +126,66 @@ class _DiscoveringGroup(click.Group):
 
     Running one command imports only the module named after it (``crawl`` ->
     ``cometp2p.cli.crawl``), so ``cometp2p start`` never pays for the plotting libraries
-    that ``crawl`` needs; listing the commands (``--help``) imports them all.
+    that ``crawl`` needs. ``cometp2p --help`` imports none of them: it lists the
+    ``@click.command("name")`` / ``@click.group("name")`` functions each module declares
+    at its top level, read from the source (name, ``hidden=``, docstring). A module whose
+    commands are declared otherwise is imported for the listing.
     """
 
     _discovered: bool = False
+
+    def _declared(self, module_name: str) -> list[tuple[str, str]] | None:
+        """``(name, help)`` of the visible top-level commands declared in a module's
+        source, or ``None`` when it cannot be read that way."""
+        try:
+            spec = importlib.util.find_spec(f"cometp2p.cli.{module_name}")
+        except (ImportError, ValueError):  # e.g. a module object without a spec
+            return None
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            return None
+        try:
+            tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            return None
+        found: list[tuple[str, str]] = []
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if not (
+                    isinstance(deco, ast.Call)
+                    and isinstance(deco.func, ast.Attribute)
+                    and isinstance(deco.func.value, ast.Name)
+                    and deco.func.value.id == "click"
+                    and deco.func.attr in ("command", "group")
+                    and deco.args
+                    and isinstance(deco.args[0], ast.Constant)
+                    and isinstance(deco.args[0].value, str)
+                ):
+                    continue
+                hidden = any(
+                    k.arg == "hidden" and isinstance(k.value, ast.Constant) and k.value.value
+                    for k in deco.keywords
+                )
+                if not hidden:
+                    found.append((deco.args[0].value, ast.get_docstring(node) or ""))
+        return found or None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed: dict[str, click.Command] = {}
+        for name in self._module_names():
+            declared = self._declared(name)
+            if declared is None:
+                self._load(name)
+                continue
+            for command_name, doc in declared:  # a stand-in: click renders its help alike
+                listed[command_name] = click.Command(command_name, help=doc)
+        listed.update((n, c) for n, c in self.commands.items() if not c.hidden)
+        limit = formatter.width - 6 - max((len(n) for n in listed), default=0)
+        rows = {name: command.get_short_help_str(limit) for name, command in listed.items()}
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(sorted(rows.items()))
 
     def _load(self, module_name: str) -> None:
         module = importlib.import_module(f"cometp2p.cli.{module_name}")

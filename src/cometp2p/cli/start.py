@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
 
@@ -25,7 +25,9 @@ from cometp2p.config import Config, load_chain_id
 from cometp2p.crypto.keys import load_or_generate_node_key
 from cometp2p.errors import ConfigError
 from cometp2p.fileio import atomic_write_bytes
-from cometp2p.node import Node, default_reactors
+
+if TYPE_CHECKING:  # the node (Switch, asyncio, protobuf) loads only to run: --help stays fast
+    from cometp2p.node import Node
 
 __all__ = ["COMMANDS", "apply_flags", "configure_logging", "parse_log_level", "start_command"]
 
@@ -352,6 +354,8 @@ def start_command(
             private_peer_ids=private_peer_ids,
             upnp=upnp,
         )
+        from cometp2p.node import Node, default_reactors
+
         network = resolve_chain_id(config, chain_id)
         node_key = load_or_generate_node_key(config.node_key_path)
         node = Node(
