@@ -148,8 +148,9 @@ class SeedService:
         return self.verified_peers(250)
 
     def learn_inbound(self, addr: NetAddress) -> None:
-        """An inbound peer's listen address: queue it for verification."""
-        if self.store.learn([addr]):
+        """An inbound peer's listen address: queue it for verification (if dialable:
+        crawlers, ours included, advertise ``0.0.0.0:0``)."""
+        if self.runner.config.allows(addr) and self.store.learn([addr]):
             self._wake.set()
 
     def make_reactor_callbacks(
