@@ -51,15 +51,15 @@ def go_peer(node: CometBFTNode, node_id: str) -> JSONObject | None:
 
 def complaints(node: CometBFTNode, ids: set[str]) -> list[str]:
     """Log lines where ``node`` punished a peer, or stopped one for a real error."""
-    out = []
-    for line in node.log_text().splitlines():
-        if (
+
+    def bad(line: str) -> bool:
+        return bool(
             _BAD.search(line)
             or ("Stopping peer for error" in line and not re.search(r"EOF|closed", line))
             or (any(i in line for i in ids) and "error" in line.lower() and "EOF" not in line)
-        ):
-            out.append(line)
-    return out
+        )
+
+    return [line for line in node.log_text().splitlines() if bad(line)]
 
 
 def test_a_cometbft_node_whose_only_seed_is_ours_joins_the_network(
