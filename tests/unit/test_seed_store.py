@@ -102,6 +102,12 @@ def test_revisit_schedule_follows_answers_and_failures(tmp_path: Path) -> None:
     assert row_c.next_visit - clock.now == 3600
     assert [ok for _, ok, _ in store.history(c.id)] == [False] * 11
     assert [ok for _, ok, _ in store.history(a.id)] == [True] * 6
+    # History older than the retention is dropped at the next round.
+    store.history_s = 500
+    clock.now += 501
+    store.record_round(result([failed(c)]), started=clock.now)
+    assert store.history(a.id) == []
+    assert len(store.history(c.id)) == 1
 
 
 def test_verified_is_fresh_and_reachable_only(tmp_path: Path) -> None:

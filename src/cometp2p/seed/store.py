@@ -191,6 +191,8 @@ class SeedStore:
         path: the database file, or ``":memory:"`` (for ``crawl --rounds``).
         policy: the revisit schedule.
         clock: wall-clock epoch seconds.
+        history_s: visits older than this (seconds; default 7 days) are dropped from
+            ``history`` at each round, so the file does not grow without bound.
 
     Raises:
         ConfigError: the file cannot be opened as a database.
@@ -202,8 +204,10 @@ class SeedStore:
         policy: SchedulePolicy | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        history_s: float = 7 * 24 * 3600.0,
     ) -> None:
         self.path = str(path)
+        self.history_s = history_s
         self.policy = policy or SchedulePolicy()
         self._clock = clock
         if self.path != ":memory:":
@@ -338,6 +342,7 @@ class SeedStore:
                     self._learn(addr, now)
             elapsed = now - started
             new_nodes = len(self.known_ids() - known_before)
+            self._db.execute("DELETE FROM history WHERE at < ?", (now - self.history_s,))
             self._db.execute(
                 "INSERT INTO rounds (started, elapsed_s, visited, reached, new_nodes) "
                 "VALUES (?, ?, ?, ?, ?)",
