@@ -124,6 +124,7 @@ async def throughput_and_memory(nodes: int, book_size: int, concurrency: int) ->
                     }
                 )
             verified = len(store.verified())
+            failures = store.failure_counts()
             started = time.perf_counter()
             document = service.nodes_document()
             nodes_s = time.perf_counter() - started
@@ -142,6 +143,7 @@ async def throughput_and_memory(nodes: int, book_size: int, concurrency: int) ->
         "down_nodes": len(truth["down"]),
         "known": known,
         "verified": verified,
+        "failures_after_round_2": failures,
         "rounds": rounds,
         "rss_before_mib": round(rss_before, 1),
         "rss_after_mib": round(rss_after, 1),
@@ -247,7 +249,8 @@ def main() -> None:
     assert isinstance(net, dict)
     print(
         f"network: {net['live_nodes']} live + {net['down_nodes']} down nodes; "
-        f"known {net['known']}, verified {net['verified']}"
+        f"known {net['known']}, verified {net['verified']}; failed at the last visit: "
+        f"{net['failures_after_round_2']}"
     )
     for i, r in enumerate(net["rounds"], 1):
         print(
