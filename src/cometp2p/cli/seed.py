@@ -30,7 +30,7 @@ def _http_laddr(value: str) -> tuple[str, int]:
     try:
         host, port = split_host_port(value.removeprefix("http://").removeprefix("tcp://"))
         return host or "127.0.0.1", int(port)
-    except (ValueError, Exception) as exc:
+    except ValueError as exc:  # NetAddressError is one too
         raise click.BadParameter(
             f"expected host:port, got {value!r}", param_hint="--http.laddr"
         ) from exc
