@@ -208,6 +208,8 @@ class SeedStore:
     ) -> None:
         self.path = str(path)
         self.history_s = history_s
+        self._version = 0  # committed transactions so far (invalidates _reachable)
+        self._reachable: tuple[int, list[tuple[NetAddress, float]]] | None = None
         self.policy = policy or SchedulePolicy()
         self._clock = clock
         if self.path != ":memory:":
@@ -229,7 +231,7 @@ class SeedStore:
 
     def _tx(self) -> _Transaction:
         """A context manager for one transaction (BEGIN ... COMMIT / ROLLBACK)."""
-        return _Transaction(self._db)
+        return _Transaction(self)
 
     def close(self) -> None:
         """Close the database (the WAL is checkpointed)."""
@@ -474,15 +476,20 @@ class SeedStore:
     def verified(self) -> list[tuple[NetAddress, float]]:
         """``(address, age_s)`` of every node reachable at its last visit, verified within
         the policy's freshness window; the address is the one that answered."""
+        if self._reachable is None or self._reachable[0] != self._version:
+            # Parsed once per change of the store, not once per /peers or PEX request.
+            rows = [
+                (a, float(last_seen))
+                for dialed, last_seen in self._db.execute(
+                    "SELECT dialed, last_seen FROM nodes"
+                    " WHERE status = 'reachable' AND dialed IS NOT NULL"
+                )
+                if (a := _addr(dialed)) is not None
+            ]
+            self._reachable = (self._version, rows)
         now = self._clock()
-        out: list[tuple[NetAddress, float]] = []
-        for dialed, last_seen in self._db.execute(
-            "SELECT dialed, last_seen FROM nodes WHERE status = 'reachable' AND last_seen >= ?",
-            (now - self.policy.freshness_s,),
-        ):
-            if dialed and (a := _addr(dialed)) is not None:
-                out.append((a, now - last_seen))
-        return out
+        cutoff = now - self.policy.freshness_s
+        return [(a, now - seen) for a, seen in self._reachable[1] if seen >= cutoff]
 
     def history(self, node_id: str) -> list[tuple[float, bool, str | None]]:
         """``(at, reachable, error)`` of every visit of ``node_id``, oldest first."""
@@ -534,10 +541,11 @@ def _decode_info(blob: bytes | None) -> NodeInfo | None:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception."""
+    """BEGIN IMMEDIATE ... COMMIT (counted in the store's version), or ROLLBACK."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: SeedStore) -> None:
+        self._store = store
+        self._db = store._db
 
     def __enter__(self) -> sqlite3.Connection:
         self._db.execute("BEGIN IMMEDIATE")
@@ -546,5 +554,6 @@ class _Transaction:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self._db.execute("COMMIT")
+            self._store._version += 1
         else:
             self._db.execute("ROLLBACK")
