@@ -157,15 +157,19 @@ async def test_seed_serves_only_live_nodes_and_follows_a_node_down_and_back(
         # Over PEX the seed hands out the same live nodes, and hangs up.
         assert service.node is not None
         seed_addr = switch_address(service.node.switch)
-        probe = await Crawler(CHAIN, CrawlConfig(timeout_s=2.0, dial_filter=lambda _: False)).crawl(
-            [seed_addr]
-        )
-        handed = {b for a, b in probe.edges if a == seed_addr.id}
-        assert handed == live
+
+        async def handed_over_pex() -> set[str]:
+            probe = await Crawler(
+                CHAIN, CrawlConfig(timeout_s=2.0, dial_filter=lambda _: False)
+            ).crawl([seed_addr])
+            return {b for a, b in probe.edges if a == seed_addr.id}
+
+        assert await handed_over_pex() == live
 
         # n1 goes down: it leaves /peers within the bound; it comes back: it returns.
         await switches[1].stop()
         took_down = await until(lambda: serves(live - {addrs[1].id}), DOWN_BOUND_S, service)
+        assert await handed_over_pex() == live - {addrs[1].id}  # PEX drops it too
         revived = pex_node(keys[1], ports[1], addrs, "n1-again")
         await stack.enter_async_context(revived)
         took_up = await until(lambda: serves(live), DOWN_BOUND_S, service)
