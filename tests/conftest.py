@@ -4,7 +4,8 @@
   when ``go`` is not on PATH: they need it to build CometBFT and the Go harness.
 * Under ``CI=true`` a skipped ``interop`` test is a failure: interop is mandatory in CI.
   So is a skipped ``gateway`` test (a real UPnP gateway in network namespaces; it skips
-  elsewhere when the machine cannot run one, e.g. not root).
+  elsewhere when the machine cannot run one, e.g. not root), and a skipped ``browser``
+  test (the network map in chromium; ``.ci/run`` installs it).
 * A run in which no test actually executed fails, so a broken selection or a suite that
   skips everything cannot pass silently.
 """
@@ -35,7 +36,7 @@ _COUNTER = pytest.StashKey[_ExecutedCounter]()
 
 
 # Markers whose tests must run in CI: a skip of one of them fails under CI=true.
-_MANDATORY_IN_CI = ("interop", "gateway")
+_MANDATORY_IN_CI = ("interop", "gateway", "browser")
 
 
 def _in_ci() -> bool:

@@ -18,6 +18,7 @@ addopts = --strict-markers -p no:cacheprovider -p no:hypothesispytest -p no:asyn
 markers =
     interop: needs go
     gateway: needs root
+    browser: needs chromium
 """
 
 TESTS = """
@@ -118,6 +119,29 @@ def test_gateway_skip_fails_under_ci(
     monkeypatch.delenv("CI")
     result = suite.runpytest("-rs")
     result.assert_outcomes(passed=1, skipped=1)
+
+
+def test_browser_skip_fails_under_ci_and_is_fine_elsewhere(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.browser
+        def test_map():
+            pytest.skip("chromium is not installed")
+
+        def test_plain():
+            pass
+        """
+    )
+    monkeypatch.delenv("CI", raising=False)
+    suite.runpytest().assert_outcomes(passed=1, skipped=1)
+    monkeypatch.setenv("CI", "true")
+    result = suite.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*browser test skipped under CI=true*chromium is not installed*"])
 
 
 def test_non_interop_skip_is_fine_under_ci(

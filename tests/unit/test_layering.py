@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pex",),
     ("crawler", "upnp", "trust"),
     ("node", "testing"),
+    ("seed",),
     ("cli",),
 )
 _RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -149,6 +149,8 @@ def print_files(console: Console, files: CrawlFiles) -> None:
     console.print(f"wrote {files.addrbook_json}")
     if files.network_png is not None:
         console.print(f"wrote {files.network_png}")
+    if files.network_html is not None:
+        console.print(f"wrote {files.network_html}")
 
 
 def _networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
@@ -199,6 +201,13 @@ def _networks(values: Sequence[str]) -> tuple[IPNetwork, ...]:
     show_default=True,
     help="Draw network.png (needs the plot extra: pip install 'cometp2p[plot]').",
 )
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Re-ask nodes on fresh connections while their answers bring new nodes.",
+)
 def crawl_command(
     seeds: tuple[str, ...],
     network: str | None,
@@ -210,6 +219,7 @@ def crawl_command(
     max_duration_s: float | None,
     allow_net: tuple[str, ...],
     png: bool,
+    rounds: int,
 ) -> None:
     """Crawl a CometBFT network from SEEDS (id@host:port) through handshakes and PEX."""
     from rich.markup import escape
@@ -233,17 +243,31 @@ def crawl_command(
             raise ConfigError(
                 f"--network {network!r} disagrees with {config.genesis_path} ({from_genesis!r})"
             )
-        crawler = Crawler(
-            from_genesis or network,
-            CrawlConfig(
-                concurrency=concurrency,
-                timeout_s=timeout_s,
-                max_nodes=max_nodes,
-                max_duration_s=max_duration_s,
-                allowed_networks=allowed,
-            ),
+        crawl_config = CrawlConfig(
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            max_nodes=max_nodes,
+            max_duration_s=max_duration_s,
+            allowed_networks=allowed,
         )
-        result = asyncio.run(run_crawl(crawler, seed_addrs, console))
+        if rounds > 1:
+            from cometp2p.seed.rounds import crawl_rounds
+
+            result = asyncio.run(
+                crawl_rounds(
+                    from_genesis or network,
+                    seed_addrs,
+                    crawl_config,
+                    rounds,
+                    on_round=lambda r: console.print(
+                        f"round {r.number}: {r.stats.visited} visited, {r.stats.reached} "
+                        f"reached, {r.stats.new_nodes} new nodes, {r.stats.elapsed_s:.1f} s"
+                    ),
+                )
+            )
+        else:
+            crawler = Crawler(from_genesis or network, crawl_config)
+            result = asyncio.run(run_crawl(crawler, seed_addrs, console))
         console.print(summary_table(result))
         if png and not plot_available():
             console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)

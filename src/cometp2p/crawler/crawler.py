@@ -124,6 +124,10 @@ class CrawlConfig:
         block_version: the block protocol version advertised; nodes with another one are
             ``incompatible``. ``None`` (the default): the seed's, learnt with the network
             when the network is not given (issue #12), else 11 (CometBFT v0.38 and v1.0).
+        dial_filter: ``None`` (dial every node learnt), or a predicate on a node ID that a
+            node learnt during the crawl (not a seed) must pass to be dialed; the others are
+            recorded (and their edges kept) but stay ``not_dialed``. Multi-round crawls
+            (:mod:`cometp2p.seed`) use it to dial only the nodes that are due.
 
     Raises:
         ConfigError: a non-positive concurrency, timeout, max_nodes or max_duration_s.
@@ -137,6 +141,7 @@ class CrawlConfig:
     moniker: str = "cometp2p-crawler"
     version: str = DEFAULT_SOFTWARE_VERSION
     block_version: int | None = None
+    dial_filter: Callable[[NodeID], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -300,7 +305,7 @@ class Crawler:
             tx_index="off",
         )
         for seed in seed_list:
-            record = self._learn(seed)
+            record = self._learn(seed, seed=True)
             if record is not None:
                 record.seed = True
         try:
@@ -327,7 +332,7 @@ class Crawler:
 
     # ------------------------------------------------------------------ scheduling
 
-    def _learn(self, addr: NetAddress) -> NodeRecord | None:
+    def _learn(self, addr: NetAddress, *, seed: bool = False) -> NodeRecord | None:
         """Record ``addr``; queue its node if it is new and dialable. None if not taken."""
         state = self._state
         node_id = addr.id
@@ -343,6 +348,9 @@ class Crawler:
             return record
         record.addresses.append(addr)
         if not self.config.allows(addr):
+            return record
+        wanted = self.config.dial_filter
+        if not seed and not record.seed and wanted is not None and not wanted(node_id):
             return record
         record.untried.append(addr)
         if record.state in (NodeState.NOT_DIALED, NodeState.FAILED):

@@ -1,4 +1,4 @@
-"""Write a crawl's files: ``network.json``, ``addrbook.json`` and ``network.png``.
+"""Write a crawl's files: ``network.json``, ``addrbook.json``, ``network.png``, ``network.html``.
 
 Every file is written atomically (a crash leaves the old file or none, never half of one).
 ``addrbook.json`` is the CometBFT format (behaviour.md §5.12): each reachable node at the
@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cometp2p.crawler.model import CrawlResult
+from cometp2p.crawler.webmap import write_network_html
 from cometp2p.fileio import atomic_write_bytes
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import save_addrbook
@@ -48,6 +49,7 @@ class CrawlFiles:
     network_json: Path
     addrbook_json: Path
     network_png: Path | None
+    network_html: Path | None = None
 
 
 def build_addrbook(result: CrawlResult, *, now: datetime, rng: random.Random) -> AddrBook:
@@ -84,7 +86,8 @@ def write_crawl_files(
     png: bool = True,
     rng: random.Random | None = None,
 ) -> CrawlFiles:
-    """Write ``network.json``, ``addrbook.json`` and (unless ``png`` is false) ``network.png``.
+    """Write ``network.json``, ``addrbook.json``, ``network.html`` (the interactive map,
+    :mod:`cometp2p.crawler.webmap`) and (unless ``png`` is false) ``network.png``.
 
     Args:
         result: the crawl.
@@ -111,4 +114,5 @@ def write_crawl_files(
         from cometp2p.crawler.plot import render_network_png  # the optional plot extra
 
         network_png = render_network_png(document, out / NETWORK_PNG)
-    return CrawlFiles(network_json, addrbook_json, network_png)
+    network_html = write_network_html(document, out)
+    return CrawlFiles(network_json, addrbook_json, network_png, network_html)
