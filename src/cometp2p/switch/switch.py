@@ -71,6 +71,7 @@ from cometp2p.errors import (
 )
 from cometp2p.metrics import P2PMetrics
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
+from cometp2p.switch.lifecycle import Lifecycle
 from cometp2p.switch.peer import Peer, PeerSet
 from cometp2p.switch.reactor import Envelope, Reactor
 from cometp2p.types import NodeID
@@ -237,6 +238,8 @@ class Switch:
         transport: the :class:`Transport`; its ``conn_filters`` list may be extended.
         listen_address: the bound ``(host, port)`` once started.
         self_addresses: addresses found to be ourselves (never dialed again).
+        lifecycle: ``lifecycle.started`` is set while running (after the listener is
+            up), ``lifecycle.stopped`` once stopped: reactors wait on these.
         on_peer_rejected: called with the error of every refused inbound connection.
         delivery_observers: ``observer(envelope)`` callables told of every message a
             reactor's ``receive`` handled without error (the trust metric's good events).
@@ -283,6 +286,7 @@ class Switch:
         self._refusals: dict[NodeID, tuple[int, float]] = {}  # (in a row, last at)
         self._short_lived: dict[NodeID, int] = {}  # persistent peers' quick deaths in a row
         self._running = False
+        self.lifecycle = Lifecycle()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
         self._peer_tasks: dict[Peer, list[asyncio.Task[None]]] = {}
@@ -384,7 +388,10 @@ class Switch:
 
     @property
     def is_running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop`."""
+        """True between :meth:`start` and :meth:`stop`.
+
+        To wait for it, await ``lifecycle.started`` (or ``lifecycle.stopped``).
+        """
         return self._running
 
     async def start(self) -> None:
@@ -430,6 +437,7 @@ class Switch:
             )
             self.transport.node_info = self.node_info
         self._running = True
+        self.lifecycle.mark_started()
         logger.info("switch %s listening on %s:%d", self.node_id, *self.listen_address)
         if self._persistent:
             self.dial_peers_async(self._persistent)
@@ -439,6 +447,7 @@ class Switch:
         if not self._running:
             return
         self._running = False
+        self.lifecycle.started.clear()
         await self.transport.close()
         for task in list(self._tasks):
             task.cancel()
@@ -456,6 +465,7 @@ class Switch:
                 await reactor.stop()
             except Exception:
                 logger.exception("reactor %s failed to stop", reactor.name)
+        self.lifecycle.mark_stopped()
         logger.info("switch %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
