@@ -9,9 +9,12 @@ name the Switch's type without importing it back (no import cycle).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cometp2p.types import NodeID
+
+if TYPE_CHECKING:
+    from cometp2p.switch.peer import Peer
 
 __all__ = ["Lifecycle", "SwitchHandle"]
 
@@ -44,9 +47,24 @@ class Lifecycle:
 class SwitchHandle(Protocol):
     """What every reactor may rely on of the Switch that owns it.
 
-    Reactors that need more (dialing, the peer set) use the concrete
-    :class:`~cometp2p.switch.switch.Switch`, which satisfies this protocol.
+    The lifecycle plus what ``docs/writing-a-reactor.md`` shows reactors calling
+    (broadcast, stopping a peer). Reactors that need more (dialing, the peer set) use
+    the concrete :class:`~cometp2p.switch.switch.Switch`, which satisfies this protocol.
     """
+
+    async def broadcast(
+        self, channel_id: int, message: bytes, timeout_s: float = 10.0
+    ) -> dict[NodeID, bool]:
+        """Send ``message`` to every peer; ``{peer_id: queued}``."""
+        ...
+
+    async def stop_peer_for_error(self, peer: Peer, reason: BaseException) -> None:
+        """Stop ``peer`` because of ``reason`` (a persistent one is redialed)."""
+        ...
+
+    async def stop_peer_gracefully(self, peer: Peer, flush_timeout_s: float = 2.0) -> None:
+        """Stop ``peer`` after flushing what is queued to it."""
+        ...
 
     @property
     def lifecycle(self) -> Lifecycle:
