@@ -69,3 +69,37 @@ def test_no_import_goes_up_a_layer(path: Path) -> None:
         if (layer := _layer_of(module)) is not None and layer in _RANK and _RANK[layer] > _RANK[own]
     ]
     assert not upward, f"{path.relative_to(SRC)} imports from a layer above it: {upward}"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """No module imports one that imports it back, even only for type checking."""
+    paths = {_module_name(p): p for p in _modules()}
+    graph = {
+        name: {m for _, m in _imports(path) if m in paths and m != name}
+        for name, path in paths.items()
+    }
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert not cycles, cycles

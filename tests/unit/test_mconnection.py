@@ -1018,3 +1018,20 @@ def test_more_to_send_after_a_batch_that_ended_for_a_refilling_sender() -> None:
         pass
     assert not a.more_to_send()
     assert not a.has_queued_messages()
+
+
+def test_chunks_with_fields_after_the_data_are_reassembled() -> None:
+    """A PacketMsg whose data is not its last field (valid proto3) takes the rare path."""
+    _, b = _pair()
+
+    def msg(eof: bool, data: bytes) -> bytes:
+        inner = b"\x08\x30" + (b"\x10\x01" if eof else b"") + b"\x1a" + bytes([len(data)]) + data
+        inner += b"\x20\x05"  # an unknown varint field after the data
+        body = b"\x1a" + bytes([len(inner)]) + inner
+        return bytes([len(body)]) + body
+
+    b.receive_data(msg(False, b"hel") + msg(True, b"lo") + msg(True, b"!"))
+    assert [(ch, m) for ch, m in _messages(b.drain_events())] == [
+        (0x30, b"hello"),
+        (0x30, b"!"),
+    ]

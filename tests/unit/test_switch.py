@@ -19,6 +19,7 @@ from cometp2p.errors import (
     NetAddressError,
 )
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
+from cometp2p.switch.lifecycle import SwitchHandle
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Reactor
 from cometp2p.switch.switch import ReconnectPolicy, ReconnectSchedule, Switch
@@ -396,3 +397,15 @@ async def test_persistent_peer_names_are_resolved_at_start_without_blocking_dns(
     async with switch:
         assert resolved == ["peer.example"]
         assert switch.persistent_peers == [NetAddress.parse(f"{node_id}@127.0.0.1:1")]
+
+
+async def test_switch_lifecycle_events_follow_start_and_stop() -> None:
+    switch = make_switch([])
+    handle: SwitchHandle = switch  # the concrete Switch satisfies the reactors' protocol
+    assert handle.lifecycle.stopped.is_set()
+    assert not handle.lifecycle.started.is_set()
+    async with switch:
+        assert switch.lifecycle.started.is_set()
+        assert not switch.lifecycle.stopped.is_set()
+    assert switch.lifecycle.stopped.is_set()
+    assert not switch.lifecycle.started.is_set()

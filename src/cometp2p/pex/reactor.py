@@ -88,7 +88,6 @@ MAX_MSG_SIZE_BYTES: Final = MAX_ADDRESS_SIZE_BYTES * 250
 
 _PEER_KEY: Final = "pex.peer"
 _CRAWL_CONCURRENCY: Final = 8
-_START_POLL_S: Final = 0.01
 _START_WAIT_S: Final = 60.0
 _CADENCE_HISTORY: Final = 1000
 
@@ -420,9 +419,10 @@ class PEXReactor(Reactor):
     # -- internals: plumbing -------------------------------------------------------------
 
     def _switch(self) -> Switch:
-        if self.switch is None:
+        switch = self.switch
+        if not isinstance(switch, Switch):
             raise LocalProtocolError("the PEXReactor is not registered with a Switch")
-        return self.switch
+        return switch
 
     def _notify(self) -> None:
         self._changed.set()
@@ -542,13 +542,13 @@ class PEXReactor(Reactor):
 
     async def _wait_switch_running(self) -> bool:
         """The Switch starts reactors before it listens and admits peers: wait (bounded)."""
-        switch = self._switch()
-        deadline = time.monotonic() + _START_WAIT_S
-        while not switch.is_running:
-            if time.monotonic() >= deadline:
-                logger.error("the Switch did not start; PEX routine not running")
-                return False
-            await asyncio.sleep(_START_POLL_S)
+        started = self._switch().lifecycle.started
+        try:
+            async with asyncio.timeout(_START_WAIT_S):
+                await started.wait()
+        except TimeoutError:
+            logger.error("the Switch did not start; PEX routine not running")
+            return False
         return True
 
     # -- internals: receiving ------------------------------------------------------------
@@ -740,6 +740,11 @@ class PEXReactor(Reactor):
         to_dial = self.core.plan_dials(num_to_dial, out, switch.is_dialing_or_existing_address)
         for addr in to_dial:
             self._spawn(self._dial_peer_task(addr), f"pex-dial-{addr.id[:8]}")
+        if to_dial:
+            # Let the dials register with the Switch (num_peers' "dialing") before the
+            # next round counts them: a wake event already set would otherwise start
+            # that round at once and dial past max_num_outbound_peers.
+            await asyncio.sleep(0)
         if self.book.need_more_addrs():
             self.book.reinstate_bad_peers(self._clock())
         if not self.book.need_more_addrs():

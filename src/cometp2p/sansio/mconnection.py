@@ -372,26 +372,25 @@ class MConnectionStatus:
 #   BLOCKED   --a message leaves the queue (SendQueueReady)--> ANNOUNCED
 #   ANNOUNCED --the scheduler's run of that channel ends-->    IDLE
 # ANNOUNCED lives only inside one _schedule() call: if the channel then has nothing left,
-# the batch ends (_FlushThrottle.refill_wait) so its sender can refill first.
+# the batch ends and the connection's _refill_wait is set (until the next send()) so
+# that its sender can refill first.
 _REFILL_IDLE: Final = 0
 _REFILL_BLOCKED: Final = 1
 _REFILL_ANNOUNCED: Final = 2
 
 
 class _FlushThrottle:
-    """When held-back packets must go out (Go's flush throttle), and why a batch ended.
+    """When held-back packets must go out (Go's flush throttle).
 
     States: NOTHING HELD (``deadline`` None) --packets held--> HELD (``deadline`` =
-    first hold + ``throttle_s``) --flush--> NOTHING HELD. ``refill_wait`` is true while
-    the last batch ended for a sender woken by SendQueueReady and no send() came since.
+    first hold + ``throttle_s``) --flush--> NOTHING HELD.
     """
 
-    __slots__ = ("deadline", "refill_wait", "throttle_s")
+    __slots__ = ("deadline", "throttle_s")
 
     def __init__(self, throttle_s: float) -> None:
         self.throttle_s = throttle_s
         self.deadline: float | None = None
-        self.refill_wait = False
 
     def expired(self, now: float) -> bool:
         """Whether held packets must go out at ``now`` (no throttle, or its time came)."""
@@ -509,6 +508,7 @@ class MConnection:
         self._out_bytes = 0
         self._batch_bytes = config.write_batch_bytes
         self._flush = _FlushThrottle(config.flush_throttle_s)
+        self._refill_wait = False  # the last batch ended for a refilling sender (above)
         self._send_limiter = RateLimiter(
             config.send_rate_bytes_per_s,
             now,
@@ -579,7 +579,7 @@ class MConnection:
         if not queue and ch.sending is None:
             self._pending += 1
         queue.append(message)
-        self._flush.refill_wait = False
+        self._refill_wait = False
         return True
 
     def can_send(self, channel_id: int) -> bool:
@@ -702,9 +702,7 @@ class MConnection:
             return False
         if self._liveness.due:
             return True
-        return (
-            self._pending > 0 and not self._flush.refill_wait and not self._send_limiter.exhausted
-        )
+        return self._pending > 0 and not self._refill_wait and not self._send_limiter.exhausted
 
     def more_to_send(self) -> bool:
         """Whether a driver that just wrote a batch should yield once, then write again.
@@ -825,7 +823,7 @@ class MConnection:
         append = out.append
         channels = self._channels
         emitted = 0
-        self._flush.refill_wait = False
+        self._refill_wait = False
         while emitted < budget:
             # Go's selectChannelToGossipOn, plus the runner-up that bounds this run.
             best: _Channel | None = None
@@ -858,7 +856,7 @@ class MConnection:
                 if best.sending is None and not best.queue and self._pending:
                     # Its sender is waiting to refill: end the batch rather than hand
                     # its share to the other channels (fairness under saturation).
-                    self._flush.refill_wait = True
+                    self._refill_wait = True
                     break
         return emitted
 
@@ -877,7 +875,7 @@ class MConnection:
                 if not queue:
                     break
                 message = queue.popleft()
-                if ch.refill == _REFILL_BLOCKED:
+                if ch.refill and ch.refill == _REFILL_BLOCKED:  # IDLE (0) costs one test
                     ch.refill = _REFILL_ANNOUNCED
                     self._events.append(SendQueueReady(ch.id))
                 size = len(message)
@@ -1044,7 +1042,6 @@ class MConnection:
             header = template.get(length)
             if header is not None and buf.startswith(header, pos):
                 data_start = pos + len(header)
-                data_end = end
                 ch = template_ch
                 eof = template_eof
             else:
@@ -1060,29 +1057,33 @@ class MConnection:
                 if found is None:
                     raise self._unknown_channel(cid)
                 ch = found
-                if data_end == end:
-                    # Remember a canonical layout: the next such packet takes tier 1.
-                    header = packet_msg_header(cid, eof, end - data_start)
-                    if buf.startswith(header, pos):
-                        template = _rx_templates(cid, eof)
-                        template_ch = ch
-                        template_eof = eof
-                        if len(template) < _TEMPLATES_MAX:
-                            template[length] = header
+                if data_end != end:  # fields after the data: not a canonical layout
+                    self._deliver(ch, eof, buf[data_start:data_end])
+                    pos = end
+                    continue
+                # Remember a canonical layout: the next such packet takes tier 1.
+                header = packet_msg_header(cid, eof, end - data_start)
+                if buf.startswith(header, pos):
+                    template = _rx_templates(cid, eof)
+                    template_ch = ch
+                    template_eof = eof
+                    if len(template) < _TEMPLATES_MAX:
+                        template[length] = header
+            # The payload is buf[data_start:end] (the hot path keeps to one end index).
             pos = end
-            dlen = data_end - data_start
+            dlen = end - data_start
             ch.bytes_received += dlen
             recv_buf = ch.recv_buf
             if not recv_buf and eof:
                 if dlen > ch.recv_capacity:
                     raise self._over_capacity(ch, dlen)
-                append(MessageReceived(ch.id, buf[data_start:data_end]))
+                append(MessageReceived(ch.id, buf[data_start:end]))
                 continue
             if len(recv_buf) + dlen > ch.recv_capacity:
                 raise self._over_capacity(ch, len(recv_buf) + dlen)
             if view is None:
                 view = memoryview(buf)
-            recv_buf += view[data_start:data_end]
+            recv_buf += view[data_start:end]
             if eof:
                 ch.recv_buf = bytearray()
                 append(MessageReceived(ch.id, bytes(recv_buf)))
@@ -1090,6 +1091,19 @@ class MConnection:
         self._template_ch = template_ch
         self._template_eof = template_eof
         return pos
+
+    def _deliver(self, ch: _Channel, eof: bool, data: bytes) -> None:
+        """Reassemble one chunk that came in a non-canonical layout (the rare path)."""
+        ch.bytes_received += len(data)
+        total = len(ch.recv_buf) + len(data)
+        if total > ch.recv_capacity:
+            raise self._over_capacity(ch, total)
+        if eof:
+            message = bytes(ch.recv_buf) + data if ch.recv_buf else data
+            ch.recv_buf = bytearray()
+            self._events.append(MessageReceived(ch.id, message))
+        else:
+            ch.recv_buf += data
 
     @staticmethod
     def _long_prefix(buf: bytes, pos: int) -> tuple[int, int]:

@@ -16,8 +16,8 @@ from google.protobuf.message import Message
 from cometp2p.sansio.mconnection import ChannelDescriptor
 
 if TYPE_CHECKING:
+    from cometp2p.switch.lifecycle import SwitchHandle
     from cometp2p.switch.peer import Peer
-    from cometp2p.switch.switch import Switch
 
 __all__ = ["Envelope", "Reactor"]
 
@@ -42,14 +42,17 @@ class Reactor:
     """Base class for reactors; every hook is a no-op by default.
 
     Attributes:
-        switch: set by :meth:`Switch.add_reactor`; ``None`` before that.
+        switch: set by ``Switch.add_reactor``; ``None`` before that. Typed as the
+            :class:`~cometp2p.switch.lifecycle.SwitchHandle` protocol (lifecycle events,
+            ``is_running``, ``node_id``) so that this module does not import the Switch;
+            a reactor that needs the whole Switch narrows it with ``isinstance``.
         name: a human-readable name used in logs.
     """
 
     name: str = "reactor"
 
     def __init__(self) -> None:
-        self.switch: Switch | None = None
+        self.switch: SwitchHandle | None = None
 
     def get_channels(self) -> list[ChannelDescriptor]:
         """Return the channels this reactor owns; IDs must be unique across reactors."""
@@ -64,7 +67,10 @@ class Reactor:
         return data
 
     async def start(self) -> None:
-        """Called once when the Switch starts, before any peer is added."""
+        """Called once when the Switch starts, before it listens or adds any peer.
+
+        A routine that needs a running Switch awaits ``self.switch.lifecycle.started``.
+        """
 
     async def stop(self) -> None:
         """Called once when the Switch stops, after every peer was removed."""

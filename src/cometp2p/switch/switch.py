@@ -43,8 +43,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
@@ -71,8 +70,13 @@ from cometp2p.errors import (
 )
 from cometp2p.metrics import P2PMetrics
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
+from cometp2p.switch import admission
+from cometp2p.switch.admission import PeerFilter
+from cometp2p.switch.consumers import PeerTasks
+from cometp2p.switch.lifecycle import Lifecycle
 from cometp2p.switch.peer import Peer, PeerSet
 from cometp2p.switch.reactor import Envelope, Reactor
+from cometp2p.switch.reconnect import ReconnectPolicy, ReconnectSchedule
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress, split_address, validate_node_id
 from cometp2p.wire.nodeinfo import NodeInfo
@@ -87,8 +91,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PeerFilter = Callable[[PeerSet, Peer], Awaitable[None]]
-"""``async filter(peers, new_peer)``; raise any exception to refuse the peer."""
 
 _CLOSE_TIMEOUT_S: Final = 1.0
 """How long closing a socket may wait for the peer before the socket is aborted."""
@@ -105,109 +107,6 @@ class AlreadyConnectedError(CometP2PError):
 
     The reconnect and PEX logic treat this as success (behaviour.md §1.7).
     """
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """The persistent-peer redial schedule (behaviour.md §1.10), in seconds.
-
-    Phase 1: ``fast_attempts`` dials, the first at once, the others ``fast_interval_s``
-    apart. Phase 2: ``backoff_attempts`` dials, the i-th (1-based) after
-    ``backoff_base_s ** i``. Every wait adds ``U[0, jitter_s)``. After the n-th
-    *incompatible* refusal in a row the peer's ID is not dialed for
-    :meth:`incompatible_cooldown` ``(n)`` seconds and its schedule continues in phase 2.
-    """
-
-    fast_attempts: int = 20
-    fast_interval_s: float = 5.0
-    backoff_attempts: int = 10
-    backoff_base_s: float = 3.0
-    jitter_s: float = 3.0
-    incompatible_cooldown_s: float = 5.0
-    incompatible_cooldown_max_s: float = 300.0
-    short_lived_s: float = 10.0
-    short_lived_backoff_s: float = 1.0
-    short_lived_backoff_max_s: float = 300.0
-
-    def short_lived_wait(self, deaths: int) -> float:
-        """Seconds before redialing after the ``deaths``-th short-lived connection in a row
-        (1-based): ``short_lived_backoff_s`` doubled each time, at most
-        ``short_lived_backoff_max_s``; 0 for ``deaths < 1``."""
-        first = self.short_lived_backoff_s
-        if first <= 0 or deaths < 1:
-            return 0.0
-        cap = max(self.short_lived_backoff_max_s, first)
-        return min(first * 2.0 ** min(deaths - 1, 64), cap)
-
-    def incompatible_cooldown(self, refusals: int) -> float:
-        """Seconds of cooldown after the ``refusals``-th incompatible refusal in a row
-        (1-based): ``incompatible_cooldown_s`` doubled each time, at most
-        ``incompatible_cooldown_max_s``."""
-        first = self.incompatible_cooldown_s
-        if first <= 0 or refusals < 1:
-            return max(first, 0.0)
-        return min(
-            first * 2.0 ** min(refusals - 1, 64), max(self.incompatible_cooldown_max_s, first)
-        )
-
-    def delays(self, *, cooled_down: bool = False) -> list[float]:
-        """The waits before each attempt (without jitter); the first fast one is 0."""
-        fast = [] if cooled_down else [0.0] + [self.fast_interval_s] * (self.fast_attempts - 1)
-        backoff = [self.backoff_base_s**i for i in range(1, self.backoff_attempts + 1)]
-        return fast + backoff
-
-
-class ReconnectSchedule:
-    """The waits of one reconnect loop: pure, with the randomness injected.
-
-    Args:
-        policy: the schedule's parameters.
-        rng: source of the jitter.
-        first_attempt_done: the failed dial that started the loop counts as the first
-            fast attempt (so the next one waits ``fast_interval_s``).
-        cooled_down: start in the back-off phase (after an incompatible refusal).
-    """
-
-    def __init__(
-        self,
-        policy: ReconnectPolicy,
-        rng: random.Random,
-        *,
-        first_attempt_done: bool = False,
-        cooled_down: bool = False,
-    ) -> None:
-        self.policy = policy
-        self._rng = rng
-        self._fast_done = 1 if first_attempt_done else 0
-        self._fast_total = 0 if cooled_down else policy.fast_attempts
-        self._backoff_done = 0
-        self.attempts = 0
-
-    def _jitter(self) -> float:
-        jitter = self.policy.jitter_s
-        return self._rng.uniform(0, jitter) if jitter > 0 else 0.0
-
-    def cool_down(self) -> None:
-        """Skip what is left of the fast phase (the peer refused us as incompatible)."""
-        self._fast_total = 0
-
-    def next_wait(self, cooldown_remaining_s: float = 0.0) -> float | None:
-        """Seconds to wait before the next attempt, or ``None``: give up.
-
-        The very first fast attempt is immediate; every other wait has jitter, and no
-        wait ends before ``cooldown_remaining_s``.
-        """
-        policy = self.policy
-        if self._fast_done < self._fast_total:
-            wait = 0.0 if self._fast_done == 0 else policy.fast_interval_s + self._jitter()
-            self._fast_done += 1
-        elif self._backoff_done < policy.backoff_attempts:
-            self._backoff_done += 1
-            wait = policy.backoff_base_s**self._backoff_done + self._jitter()
-        else:
-            return None
-        self.attempts += 1
-        return max(wait, cooldown_remaining_s)
 
 
 class Switch:
@@ -237,6 +136,8 @@ class Switch:
         transport: the :class:`Transport`; its ``conn_filters`` list may be extended.
         listen_address: the bound ``(host, port)`` once started.
         self_addresses: addresses found to be ourselves (never dialed again).
+        lifecycle: ``lifecycle.started`` is set while running (after the listener is
+            up), ``lifecycle.stopped`` once stopped: reactors wait on these.
         on_peer_rejected: called with the error of every refused inbound connection.
         delivery_observers: ``observer(envelope)`` callables told of every message a
             reactor's ``receive`` handled without error (the trust metric's good events).
@@ -283,9 +184,10 @@ class Switch:
         self._refusals: dict[NodeID, tuple[int, float]] = {}  # (in a row, last at)
         self._short_lived: dict[NodeID, int] = {}  # persistent peers' quick deaths in a row
         self._running = False
+        self.lifecycle = Lifecycle()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stoppers: set[asyncio.Task[None]] = set()
-        self._peer_tasks: dict[Peer, list[asyncio.Task[None]]] = {}
+        self._peer_tasks = PeerTasks(self)
         self._stopping: set[Peer] = set()
         self.listen_address: tuple[str, int] | None = None
         self.self_addresses: set[NetAddress] = set()
@@ -384,7 +286,10 @@ class Switch:
 
     @property
     def is_running(self) -> bool:
-        """True between :meth:`start` and :meth:`stop`."""
+        """True between :meth:`start` and :meth:`stop`.
+
+        To wait for it, await ``lifecycle.started`` (or ``lifecycle.stopped``).
+        """
         return self._running
 
     async def start(self) -> None:
@@ -426,10 +331,11 @@ class Switch:
             # An ephemeral port is only known now; advertise the real one.
             bound_host, bound_port = self.listen_address
             self.node_info = dataclasses.replace(
-                self.node_info, listen_addr=f"tcp://{_host_port(bound_host, bound_port)}"
+                self.node_info, listen_addr=f"tcp://{admission.host_port(bound_host, bound_port)}"
             )
             self.transport.node_info = self.node_info
         self._running = True
+        self.lifecycle.mark_started()
         logger.info("switch %s listening on %s:%d", self.node_id, *self.listen_address)
         if self._persistent:
             self.dial_peers_async(self._persistent)
@@ -439,6 +345,7 @@ class Switch:
         if not self._running:
             return
         self._running = False
+        self.lifecycle.started.clear()
         await self.transport.close()
         for task in list(self._tasks):
             task.cancel()
@@ -456,6 +363,7 @@ class Switch:
                 await reactor.stop()
             except Exception:
                 logger.exception("reactor %s failed to stop", reactor.name)
+        self.lifecycle.mark_stopped()
         logger.info("switch %s stopped", self.node_id)
 
     def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
@@ -815,22 +723,6 @@ class Switch:
 
     # ------------------------------------------------------------------ admission
 
-    def _socket_address(self, upgraded: UpgradedConnection) -> NetAddress:
-        if upgraded.dialed_address is not None:
-            return upgraded.dialed_address
-        ip, port = upgraded.remote_address
-        return NetAddress.parse(
-            f"{upgraded.node_info.node_id}@{_host_port(ip, port)}", resolve=False
-        )
-
-    def _self_reported_address(self, info: NodeInfo) -> NetAddress | None:
-        # No DNS here: a peer must not be able to stall the event loop with a slow name.
-        # A host name never matches a persistent peer (those were resolved to IPs).
-        try:
-            return info.net_address(resolve=False)
-        except NetAddressError:
-            return None
-
     async def _close_upgraded(self, secret: SecretConnection, remote: RemoteAddress) -> None:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
@@ -853,11 +745,11 @@ class Switch:
         info = upgraded.node_info
         remote = upgraded.remote_address
         try:
-            socket_address = self._socket_address(upgraded)
+            socket_address = admission.socket_address(upgraded)
             if upgraded.outbound:
                 persistent = self.is_peer_persistent(socket_address)
             else:
-                reported = self._self_reported_address(info)
+                reported = admission.self_reported_address(info)
                 persistent = reported is not None and self.is_peer_persistent(reported)
             connection = Connection(
                 upgraded.secret,
@@ -873,9 +765,18 @@ class Switch:
                 socket_address=socket_address,
                 metrics=self.metrics,
             )
-            await self._filter_peer(peer)
+            await admission.run_peer_filters(
+                peer, self.peers, self.peer_filters, self.filter_timeout_s
+            )
             # From here to peers.add there is no suspension point: the checks hold.
-            self._check_admission(peer)
+            admission.check_admission(
+                peer,
+                running=self._running,
+                peers=self.peers,
+                unconditional=self._unconditional,
+                inbound=self.num_peers()[1],
+                max_inbound=self.config.max_num_inbound_peers,
+            )
             for reactor in self._reactors.values():
                 reactor.init_peer(peer)
         except BaseException:
@@ -885,7 +786,7 @@ class Switch:
         self.peers.add(peer)
         self._refusals.pop(peer.id, None)  # compatible now: the next refusal starts short
         self.metrics.peer_added()
-        self._start_peer_tasks(peer)
+        self._peer_tasks.start(peer, [desc.id for desc in self._channels])
         logger.info(
             "[%s] added peer %r (%s, %s)",
             peer.id,
@@ -904,93 +805,13 @@ class Switch:
                 break
         return peer
 
-    def _check_admission(self, peer: Peer) -> None:
-        if not self._running:
-            raise RejectedError(RejectReason.FILTERED, "the Switch is stopping", node_id=peer.id)
-        if self.peers.has(peer.id):
-            raise RejectedError(RejectReason.DUPLICATE, "already connected", node_id=peer.id)
-        if not peer.is_outbound and peer.id not in self._unconditional:
-            _, inbound, _ = self.num_peers()
-            limit = self.config.max_num_inbound_peers
-            if inbound >= limit:
-                raise RejectedError(
-                    RejectReason.LIMIT,
-                    f"inbound peer limit reached ({inbound} of max_num_inbound_peers={limit})",
-                    node_id=peer.id,
-                )
+    def reactor_for_channel(self, channel_id: int) -> Reactor:
+        """The reactor that declared ``channel_id``.
 
-    async def _filter_peer(self, peer: Peer) -> None:
-        if self.peers.has(peer.id):
-            raise RejectedError(RejectReason.DUPLICATE, "already connected", node_id=peer.id)
-        if not self.peer_filters:
-            return
-        try:
-            async with asyncio.timeout(self.filter_timeout_s):
-                await asyncio.gather(*(f(self.peers, peer) for f in self.peer_filters))
-        except TimeoutError as exc:
-            raise RejectedError(
-                RejectReason.FILTERED,
-                f"peer filters took more than {self.filter_timeout_s:g} s",
-                node_id=peer.id,
-            ) from exc
-        except Exception as exc:
-            raise RejectedError(RejectReason.FILTERED, str(exc), node_id=peer.id) from exc
-
-    # ------------------------------------------------------------------ per-peer tasks
-
-    def _start_peer_tasks(self, peer: Peer) -> None:
-        short = peer.id[:8]
-        tasks = [
-            asyncio.create_task(self._consume(peer, desc.id), name=f"recv-{short}-{desc.id}")
-            for desc in self._channels
-        ]
-        tasks.append(asyncio.create_task(self._watch(peer), name=f"watch-{short}"))
-        tasks.append(asyncio.create_task(self._tick_metrics(peer), name=f"metrics-{short}"))
-        self._peer_tasks[peer] = tasks
-
-    async def _consume(self, peer: Peer, channel_id: int) -> None:
-        reactor = self._reactor_by_channel[channel_id]
-        connection = peer.connection
-        while True:
-            try:
-                data = await connection.receive(channel_id)
-            except CometP2PError:
-                return  # the watcher reports why the connection ended
-            if not peer.is_running:
-                return  # the peer is being stopped: its backlog is dropped
-            try:
-                message = reactor.decode(channel_id, data)
-                self.metrics.record_receive(peer.id, channel_id, message, len(data))
-                envelope = Envelope(channel_id, peer, message)
-                await reactor.receive(envelope)
-                for observe in self.delivery_observers:
-                    observe(envelope)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning(
-                    "[%s] reactor %s failed on channel %#04x: %r",
-                    peer.id,
-                    reactor.name,
-                    channel_id,
-                    exc,
-                )
-                await self.stop_peer_for_error(peer, exc)
-                return
-
-    async def _watch(self, peer: Peer) -> None:
-        error = await peer.connection.wait_closed()
-        if error is None:
-            await self._stop_and_remove_peer(peer, None)
-        else:
-            await self.stop_peer_for_error(peer, error)
-
-    async def _tick_metrics(self, peer: Peer) -> None:
-        interval = self.peer_metrics_interval_s
-        while peer.is_running:
-            with contextlib.suppress(CometP2PError):
-                self.metrics.set_pending(peer.id, peer.queued_messages())
-            await asyncio.sleep(interval)
+        Raises:
+            KeyError: no reactor declared it.
+        """
+        return self._reactor_by_channel[channel_id]
 
     # ------------------------------------------------------------------ removal
 
@@ -1009,7 +830,7 @@ class Switch:
             target = (
                 peer.socket_address
                 if peer.is_outbound
-                else self._self_reported_address(peer.node_info)
+                else admission.self_reported_address(peer.node_info)
             )
             if target is not None:
                 self._start_reconnect(target, delay_s=self._short_lived_delay(peer))
@@ -1048,14 +869,7 @@ class Switch:
     ) -> None:
         """Go's ``stopAndRemovePeer`` order: close, stop, ``remove_peer``, leave the set."""
         try:
-            consumers: list[asyncio.Task[None]] = []
-            for task in self._peer_tasks.pop(peer, []):
-                if task is caller:
-                    continue
-                if task.get_name().startswith("recv-"):
-                    consumers.append(task)
-                else:
-                    task.cancel()
+            consumers = self._peer_tasks.take(peer, caller)
             await self._close_connection(peer, flush_timeout_s)
             # Let a receive in progress finish, so remove_peer comes after it.
             await _finish(consumers, _RECEIVE_DRAIN_TIMEOUT_S)
@@ -1152,7 +966,3 @@ def _split_laddr(laddr: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise NetAddressError(f"listen address must be [tcp://]host:port, got {laddr!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _host_port(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

@@ -197,7 +197,7 @@ class TrustReactor(Reactor):
                 await self._task
             self._task = None
         switch = self.switch
-        if switch is not None:
+        if isinstance(switch, Switch):
             with contextlib.suppress(ValueError):
                 switch.delivery_observers.remove(self._on_delivered)
             core = getattr(switch.reactor("PEX"), "core", None)
@@ -208,11 +208,11 @@ class TrustReactor(Reactor):
                 self.store.close()
             except TrustStoreError as exc:
                 logger.error("trust store not saved at stop: %s", exc)
-        if self.switch is not None:
+        if isinstance(switch, Switch):
             for collector in (self._gauge, self._bad_counter):
                 if collector is not None:
                     with contextlib.suppress(KeyError):
-                        self.switch.metrics.registry.unregister(collector)
+                        switch.metrics.registry.unregister(collector)
         self._gauge = None
         self._bad_counter = None
 
@@ -293,9 +293,10 @@ class TrustReactor(Reactor):
     # -- internals -----------------------------------------------------------------------
 
     def _switch(self) -> Switch:
-        if self.switch is None:
+        switch = self.switch
+        if not isinstance(switch, Switch):
             raise LocalProtocolError("the TrustReactor is not registered with a Switch")
-        return self.switch
+        return switch
 
     def _store(self) -> TrustMetricStore:
         if self.store is None:

@@ -1,0 +1,126 @@
+"""The tasks each connected peer runs inside the Switch (behaviour.md §3, §1.12).
+
+One job: for every peer, one consumer task per channel (a slow reactor delays only its
+own channel of that peer), a watcher that reports why the connection ended, and a
+ticker for the peer's pending-bytes gauge. :class:`PeerTasks` starts them and hands
+them back when the peer is removed; the Switch decides what removal means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from cometp2p.errors import CometP2PError
+from cometp2p.metrics import P2PMetrics
+from cometp2p.switch.peer import Peer
+from cometp2p.switch.reactor import Envelope, Reactor
+
+__all__ = ["PeerTaskOwner", "PeerTasks"]
+
+logger = logging.getLogger("cometp2p.switch.switch")  # the Switch's log, as before the split
+
+
+class PeerTaskOwner(Protocol):
+    """What the per-peer tasks need of the Switch that owns them."""
+
+    metrics: P2PMetrics
+    peer_metrics_interval_s: float
+    delivery_observers: list[Callable[[Envelope], None]]
+
+    def reactor_for_channel(self, channel_id: int) -> Reactor:
+        """The reactor that declared ``channel_id``."""
+        ...
+
+    async def stop_peer_for_error(self, peer: Peer, reason: BaseException) -> None:
+        """Stop ``peer`` for ``reason``."""
+        ...
+
+    async def _stop_and_remove_peer(
+        self, peer: Peer, reason: BaseException | None, *, flush_timeout_s: float = 0.0
+    ) -> None: ...
+
+
+class PeerTasks:
+    """The running tasks of every peer, by peer.
+
+    Args:
+        owner: the Switch (reactors by channel, metrics, how to stop a peer).
+    """
+
+    def __init__(self, owner: PeerTaskOwner) -> None:
+        self._owner = owner
+        self._tasks: dict[Peer, list[asyncio.Task[None]]] = {}
+
+    def start(self, peer: Peer, channel_ids: Iterable[int]) -> None:
+        """Start the consumers (tasks named ``recv-...``), the watcher and the ticker."""
+        short = peer.id[:8]
+        tasks = [
+            asyncio.create_task(self._consume(peer, cid), name=f"recv-{short}-{cid}")
+            for cid in channel_ids
+        ]
+        tasks.append(asyncio.create_task(self._watch(peer), name=f"watch-{short}"))
+        tasks.append(asyncio.create_task(self._tick_metrics(peer), name=f"metrics-{short}"))
+        self._tasks[peer] = tasks
+
+    def take(self, peer: Peer, caller: asyncio.Task[object] | None) -> list[asyncio.Task[None]]:
+        """Forget ``peer``'s tasks: cancel all but the consumers and return those.
+
+        ``caller`` (one of the peer's own consumers, stopping it) is left alone.
+        """
+        consumers: list[asyncio.Task[None]] = []
+        for task in self._tasks.pop(peer, []):
+            if task is caller:
+                continue
+            if task.get_name().startswith("recv-"):
+                consumers.append(task)
+            else:
+                task.cancel()
+        return consumers
+
+    async def _consume(self, peer: Peer, channel_id: int) -> None:
+        owner = self._owner
+        reactor = owner.reactor_for_channel(channel_id)
+        connection = peer.connection
+        while True:
+            try:
+                data = await connection.receive(channel_id)
+            except CometP2PError:
+                return  # the watcher reports why the connection ended
+            if not peer.is_running:
+                return  # the peer is being stopped: its backlog is dropped
+            try:
+                message = reactor.decode(channel_id, data)
+                owner.metrics.record_receive(peer.id, channel_id, message, len(data))
+                envelope = Envelope(channel_id, peer, message)
+                await reactor.receive(envelope)
+                for observe in owner.delivery_observers:
+                    observe(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "[%s] reactor %s failed on channel %#04x: %r",
+                    peer.id,
+                    reactor.name,
+                    channel_id,
+                    exc,
+                )
+                await owner.stop_peer_for_error(peer, exc)
+                return
+
+    async def _watch(self, peer: Peer) -> None:
+        error = await peer.connection.wait_closed()
+        if error is None:
+            await self._owner._stop_and_remove_peer(peer, None)
+        else:
+            await self._owner.stop_peer_for_error(peer, error)
+
+    async def _tick_metrics(self, peer: Peer) -> None:
+        while peer.is_running:
+            with contextlib.suppress(CometP2PError):
+                self._owner.metrics.set_pending(peer.id, peer.queued_messages())
+            await asyncio.sleep(self._owner.peer_metrics_interval_s)
