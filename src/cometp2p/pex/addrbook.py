@@ -770,15 +770,17 @@ class AddrBook:
         least recently attempted one."""
         bucket = self._new[index]
         lookup = self._lookup
-        victim: NodeID | None = None
         cutoffs = BadCutoffs.at(now)  # once per scan, not once per entry
+        victim: KnownAddress | None = None  # one pass: the first bad one, else the stalest
         for node_id in bucket:
-            if lookup[node_id].is_bad_before(cutoffs):
-                victim = node_id
+            ka = lookup[node_id]
+            if ka.is_bad_before(cutoffs):
+                victim = ka
                 break
-        if victim is None:
-            victim = min(bucket, key=lambda i: lookup[i].last_attempt)
-        self._remove_from_new_bucket(lookup[victim], index)
+            if victim is None or ka.last_attempt < victim.last_attempt:
+                victim = ka
+        if victim is not None:
+            self._remove_from_new_bucket(victim, index)
 
     def _remove_from_new_bucket(self, ka: KnownAddress, index: int) -> None:
         del self._new[index][ka.id]
