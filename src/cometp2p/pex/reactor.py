@@ -311,6 +311,11 @@ class PEXReactor(Reactor):
         self.book.add_private_ids(switch.private_peer_ids)  # includes private_peer_ids
         self._register_configured_addresses(switch)
         self._started = True
+        logger.info(
+            "PEX started: strategy %s%s",
+            self.config.strategy.value,
+            " (seed mode)" if self.config.seed_mode else "",
+        )
         if self.saver is not None:
             self.saver.start()
         if self.config.seed_mode:
