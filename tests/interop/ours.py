@@ -129,6 +129,7 @@ def crawl_cli(out: Path, seed: str) -> dict[str, object]:
     Raises:
         AssertionError: the crawl exits non-zero.
     """
+    (out / "home").mkdir(parents=True, exist_ok=True)  # an empty home: no genesis.json
     done = subprocess.run(
         [
             sys.executable,
