@@ -166,6 +166,10 @@ class FuzzConnConfig:
     """``probsleep``, default 0.0: probability to sleep before a read or write."""
 
 
+PEX_STRATEGIES: Final = ("v0.38", "adaptive")
+"""The values of ``[p2p] pex_strategy`` (see :class:`cometp2p.pex.config.RequestStrategy`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class P2PConfig:
     """Every ``[p2p]`` key of CometBFT v0.38 with its default (behaviour.md §10).
@@ -234,8 +238,18 @@ class P2PConfig:
     test_fuzz_activate_after_s: float = 10.0
     """``test_fuzz_activate_after`` (hidden, cometp2p only), default ``"10s"`` (Go's
     constant): how long a fuzzed socket runs clean first."""
+    pex_strategy: str = "v0.38"
+    """``pex_strategy`` (cometp2p only; CometBFT ignores it), default ``"v0.38"``: how PEX
+    asks peers for addresses: ``"v0.38"`` (one random peer per ensure-peers round) or
+    ``"adaptive"`` (tendermint v0.35's round-robin queue with an adaptive interval).
+    Written to config.toml only when not the default."""
 
     def __post_init__(self) -> None:
+        if self.pex_strategy not in PEX_STRATEGIES:
+            raise ConfigError(
+                f"p2p.pex_strategy: expected one of {', '.join(PEX_STRATEGIES)}, "
+                f"got {self.pex_strategy!r}"
+            )
         for key, value in (
             ("max_num_inbound_peers", self.max_num_inbound_peers),
             ("max_num_outbound_peers", self.max_num_outbound_peers),
@@ -481,6 +495,7 @@ _P2P_KEYS: Final[tuple[tuple[str, str, Callable[[object], object]], ...]] = (
     ("test_fuzz_inbound", "test_fuzz_inbound", _as_bool),
     ("test_fuzz_activate_after", "test_fuzz_activate_after_s", _as_duration),
     ("block_protocol_version", "block_protocol_version", _as_int),
+    ("pex_strategy", "pex_strategy", _as_str),
 )
 _HIDDEN_P2P_KEYS: Final = frozenset(
     {
@@ -490,6 +505,7 @@ _HIDDEN_P2P_KEYS: Final = frozenset(
         "test_fuzz_inbound",
         "test_fuzz_activate_after",
         "block_protocol_version",
+        "pex_strategy",  # cometp2p only: written only when not the default
     }
 )
 

@@ -60,3 +60,23 @@ def test_localnet_refuses_a_network_of_fewer_than_three_nodes(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "--nodes" in result.stderr
+
+
+def test_localnet_runs_with_the_adaptive_strategy(tmp_path: Path) -> None:
+    out = tmp_path / "net"
+    args = ["localnet", "--nodes", "3", "--out", str(out), "--pex-strategy", "adaptive"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cometp2p", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "localnet.json").read_text())
+    assert report["converged"] is True
+    logs = [log.read_text() for log in (out / "logs").glob("*.log")]
+    assert len(logs) == 3
+    assert all("PEX started: strategy adaptive" in log for log in logs)
+    assert sum("(seed mode)" in log for log in logs) == 1  # the seed crawls instead
+    assert all("PEX requests:" in log and "stopped" in log for log in logs)

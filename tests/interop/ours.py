@@ -105,6 +105,13 @@ def pex_added(log: str) -> int:
     return int(found[-1])
 
 
+def pex_summary_line(log: str) -> str:
+    """The last ``PEX requests:`` line of the log, as logged."""
+    lines = [line for line in log.splitlines() if "PEX requests:" in line]
+    assert lines, "no PEX summary in the log"
+    return lines[-1]
+
+
 def pex_summary(log: str) -> dict[str, PexSummary]:
     """The last ``PEX requests:`` line of the log, by dialect (empty if none yet)."""
     lines = [line for line in log.splitlines() if "PEX requests:" in line]
@@ -122,6 +129,7 @@ def crawl_cli(out: Path, seed: str) -> dict[str, object]:
     Raises:
         AssertionError: the crawl exits non-zero.
     """
+    (out / "home").mkdir(parents=True, exist_ok=True)  # an empty home: no genesis.json
     done = subprocess.run(
         [
             sys.executable,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cometp2p.config import (  # the pure half of load_config
     CONFIG_FILE,
+    PEX_STRATEGIES,
     Config,
     FuzzConnConfig,
     InstrumentationConfig,
@@ -362,6 +363,7 @@ p2p_configs = st.builds(
     upnp=st.booleans(),
     test_dial_fail=st.booleans(),
     test_fuzz=st.booleans(),
+    pex_strategy=st.sampled_from(PEX_STRATEGIES),
     test_fuzz_config=st.builds(
         FuzzConnConfig,
         mode=st.integers(0, 1),

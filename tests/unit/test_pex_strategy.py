@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from cometp2p.cli.start import apply_flags
+from cometp2p.config import Config, P2PConfig, load_config, render_config_toml, write_config
+from cometp2p.errors import ConfigError
 from cometp2p.pex.config import PexConfig, RequestStrategy
 from cometp2p.pex.strategy import (
     NetworkSizeEstimator,
     RoundRobinScheduler,
     Sample,
     adaptive_interval_s,
+    v035_growth_interval_s,
 )
 from cometp2p.types import NodeID
 
@@ -264,3 +269,59 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 TestSchedulerMachine = SchedulerMachine.TestCase
 TestSchedulerMachine.settings = settings(max_examples=100, stateful_step_count=40)
+
+
+def test_an_evicting_book_still_thins_out_its_requests() -> None:
+    # Every answer brings 5 addresses the book does not hold, but the book evicts as many
+    # (all of them in a few buckets): the estimate never sees the book cover the network,
+    # and v0.35's growth term is what spaces the requests out.
+    sched = RoundRobinScheduler(CFG)
+    sched.add_peer(pid(1))
+    t = NOW
+    intervals = []
+    for _ in range(50):
+        assert sched.next_request(t, always) == pid(1)
+        intervals.append(
+            sched.on_response(pid(1), known_before=100, received=30, recaptured=25, known_after=100)
+        )
+        t = sched.get_timer() or t
+    estimate_only = adaptive_interval_s(CFG, known=100, estimate=sched.estimator.estimate())
+    assert estimate_only < 10 * CFG.adaptive_min_interval_s
+    assert intervals[10:] == sorted(intervals[10:])  # once T dominates, it only grows
+    assert intervals[-1] >= 100 * CFG.adaptive_min_interval_s
+    assert intervals[-1] == pytest.approx(
+        v035_growth_interval_s(CFG, total_added=250, added=5, available=1)
+    )
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**4), st.integers(0, 1000))
+def test_growth_interval_is_within_bounds(total: int, added: int, available: int) -> None:
+    value = v035_growth_interval_s(CFG, total_added=total, added=added, available=available)
+    assert CFG.adaptive_min_interval_s <= value <= CFG.adaptive_max_interval_s
+
+
+# -- selecting the strategy (config.toml, start flag) -----------------------------------------
+
+
+def test_strategy_comes_from_config_toml_default_v038(tmp_path: Path) -> None:
+    assert PexConfig.from_p2p(P2PConfig()).strategy is RequestStrategy.V038
+    assert "pex_strategy" not in render_config_toml(Config(home=tmp_path))  # default: not written
+    write_config(Config(home=tmp_path, p2p=P2PConfig(pex_strategy="adaptive")))
+    loaded = load_config(tmp_path)
+    assert loaded.p2p.pex_strategy == "adaptive"
+    assert PexConfig.from_p2p(loaded.p2p).strategy is RequestStrategy.ADAPTIVE
+
+
+def test_unknown_strategy_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pex_strategy"):
+        P2PConfig(pex_strategy="v0.35")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text('[p2p]\npex_strategy = "fast"\n')
+    with pytest.raises(ConfigError, match="pex_strategy"):
+        load_config(tmp_path)
+
+
+def test_start_flag_overrides_config_toml(tmp_path: Path) -> None:
+    config = Config(home=tmp_path, p2p=P2PConfig(pex_strategy="adaptive"))
+    assert apply_flags(config).p2p.pex_strategy == "adaptive"
+    assert apply_flags(config, pex_strategy="v0.38").p2p.pex_strategy == "v0.38"

@@ -38,7 +38,13 @@ import click
 
 from cometp2p.cli.crawl import print_files, run_crawl, summary_table
 from cometp2p.cli.main import cli_errors
-from cometp2p.config import Config, InstrumentationConfig, P2PConfig, write_config
+from cometp2p.config import (
+    PEX_STRATEGIES,
+    Config,
+    InstrumentationConfig,
+    P2PConfig,
+    write_config,
+)
 from cometp2p.crypto.keys import NodeKey, save_node_key
 from cometp2p.errors import CometP2PError
 
@@ -174,7 +180,7 @@ def _write_home_config(node: LocalNode, seed: LocalNode, max_outbound: int) -> N
     )
 
 
-def _spawn(node: LocalNode, log_dir: Path) -> None:
+def _spawn(node: LocalNode, log_dir: Path, pex_strategy: str = "v0.38") -> None:
     with (log_dir / f"{node.moniker}.log").open("wb") as log:
         node.process = subprocess.Popen(
             [
@@ -190,6 +196,8 @@ def _spawn(node: LocalNode, log_dir: Path) -> None:
                 "info",
                 "--pex.ensure_peers_period",
                 "1",
+                "--pex.strategy",
+                pex_strategy,
                 "--ready-file",
                 str(node.ready_file),
                 "--stop-with-parent",
@@ -405,7 +413,17 @@ def _poll(nodes: list[LocalNode], pool: ThreadPoolExecutor, elapsed_s: float) ->
     help="Seconds, from the first node's start, for every node to reach its target.",
 )
 @click.option("--max-outbound", default=10, show_default=True, type=click.IntRange(1, 100))
-def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: int) -> None:
+@click.option(
+    "--pex-strategy",
+    "pex_strategy",
+    type=click.Choice(PEX_STRATEGIES),
+    default="v0.38",
+    show_default=True,
+    help="PEX request strategy of every node (start --pex.strategy).",
+)
+def localnet_command(
+    count: int, out_dir: Path, timeout_s: float, max_outbound: int, pex_strategy: str
+) -> None:
     """Run N nodes on 127.0.0.1 (one seed, the rest bootstrapping from it), then crawl them.
 
     Every run starts from fresh homes (new node keys, new address books) in --out: the
@@ -437,11 +455,11 @@ def localnet_command(count: int, out_dir: Path, timeout_s: float, max_outbound: 
     try:
         with _stop_signals_raise(), ThreadPoolExecutor(max_workers=16) as pool:
             _write_home_config(seed, seed, max_outbound)
-            _spawn(seed, log_dir)
+            _spawn(seed, log_dir, pex_strategy)
             _wait_ready(seed, start + timeout_s)
             for node in nodes[1:]:
                 _write_home_config(node, seed, max_outbound)
-                _spawn(node, log_dir)
+                _spawn(node, log_dir, pex_strategy)
             with Live(console=console, refresh_per_second=4, transient=False) as live:
                 while True:
                     elapsed = time.monotonic() - start

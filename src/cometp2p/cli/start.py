@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import click
 
 from cometp2p.cli.main import cli_errors, home_option, load_home_config
-from cometp2p.config import Config, load_chain_id
+from cometp2p.config import PEX_STRATEGIES, Config, load_chain_id
 from cometp2p.crypto.keys import load_or_generate_node_key
 from cometp2p.errors import ConfigError
 from cometp2p.fileio import atomic_write_bytes
@@ -142,6 +142,7 @@ def apply_flags(
     unconditional_peer_ids: str | None = None,
     private_peer_ids: str | None = None,
     upnp: bool | None = None,
+    pex_strategy: str | None = None,
 ) -> Config:
     """Return ``config`` with the command-line overrides applied (``None`` = keep)."""
     p2p_changes: dict[str, object] = {}
@@ -163,6 +164,8 @@ def apply_flags(
         p2p_changes["seed_mode"] = seed_mode
     if upnp is not None:
         p2p_changes["upnp"] = upnp
+    if pex_strategy is not None:
+        p2p_changes["pex_strategy"] = pex_strategy
     p2p = dataclasses.replace(config.p2p, **p2p_changes)  # type: ignore[arg-type]
     changes: dict[str, object] = {"p2p": p2p}
     if moniker is not None:
@@ -279,6 +282,14 @@ def _bool_flag(flag: str, dest: str, help_text: str) -> Callable[[_F], _F]:
 )
 @_bool_flag("--p2p.upnp", "upnp", "Map the listen port on the UPnP gateway (bare: true).")
 @click.option("--upnp.lease", "upnp_lease_s", type=int, default=None, hidden=True)
+@click.option(
+    "--pex.strategy",
+    "pex_strategy",
+    type=click.Choice(PEX_STRATEGIES),
+    default=None,
+    help="How PEX asks peers for addresses [default: config.toml's p2p.pex_strategy, "
+    "else v0.38]: v0.38 (a random peer per round) or adaptive (v0.35's round robin).",
+)
 @click.option("--moniker", default=None, help="Human-readable node name.")
 @click.option(
     *_spellings("--chain-id"), "chain_id", default=None, help="Network, if no genesis.json."
@@ -324,6 +335,7 @@ def start_command(
     chain_id: str | None,
     log_level: str,
     ensure_peers_period_s: float | None,
+    pex_strategy: str | None,
     parent_pid: int | None,
     ready_file: Path | None,
 ) -> None:
@@ -353,6 +365,7 @@ def start_command(
             unconditional_peer_ids=unconditional_peer_ids,
             private_peer_ids=private_peer_ids,
             upnp=upnp,
+            pex_strategy=pex_strategy,
         )
         from cometp2p.node import Node, default_reactors
 

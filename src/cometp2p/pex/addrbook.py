@@ -114,6 +114,25 @@ class AddResult(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class BadCutoffs:
+    """The instants :meth:`KnownAddress.is_bad` compares against, for one ``now``.
+
+    Attributes:
+        recent: ``now - 1 min``: attempted after it, never bad.
+        missing: ``now - 7 days``: attempted before it, bad.
+        min_bad: ``now - 7 days``: not succeeded since, with >= 10 attempts, bad.
+    """
+
+    recent: datetime
+    missing: datetime
+    min_bad: datetime
+
+    @classmethod
+    def at(cls, now: datetime) -> BadCutoffs:
+        return cls(now - _RECENT_ATTEMPT, now - _MISSING, now - _MIN_BAD)
+
+
+@dataclass(frozen=True, slots=True)
 class KnownAddress:
     """One entry of the book (behaviour.md §5.2); immutable, the book swaps in new copies.
 
@@ -159,15 +178,19 @@ class KnownAddress:
         than 7 days ago, or never succeeded with ≥ 3 attempts, or not succeeded for 7 days
         with ≥ 10 attempts. Old entries are never bad. "From the future" is not checked.
         """
+        return self.is_bad_before(BadCutoffs.at(now))
+
+    def is_bad_before(self, cutoffs: BadCutoffs) -> bool:
+        """:meth:`is_bad` with the three time thresholds computed once (for scans)."""
         if self.bucket_type is BucketType.OLD:
             return False
-        if self.last_attempt > now - _RECENT_ATTEMPT:
+        if self.last_attempt > cutoffs.recent:
             return False
-        if self.last_attempt < now - _MISSING:
+        if self.last_attempt < cutoffs.missing:
             return True
         if self.last_success == ZERO_TIME and self.attempts >= NUM_RETRIES:
             return True
-        return self.last_success < now - _MIN_BAD and self.attempts >= MAX_FAILURES
+        return self.last_success < cutoffs.min_bad and self.attempts >= MAX_FAILURES
 
     def is_banned(self, now: datetime) -> bool:
         """True while the ban expiry lies after ``now``."""
@@ -747,14 +770,17 @@ class AddrBook:
         least recently attempted one."""
         bucket = self._new[index]
         lookup = self._lookup
-        victim: NodeID | None = None
+        cutoffs = BadCutoffs.at(now)  # once per scan, not once per entry
+        victim: KnownAddress | None = None  # one pass: the first bad one, else the stalest
         for node_id in bucket:
-            if lookup[node_id].is_bad(now):
-                victim = node_id
+            ka = lookup[node_id]
+            if ka.is_bad_before(cutoffs):
+                victim = ka
                 break
-        if victim is None:
-            victim = min(bucket, key=lambda i: lookup[i].last_attempt)
-        self._remove_from_new_bucket(lookup[victim], index)
+            if victim is None or ka.last_attempt < victim.last_attempt:
+                victim = ka
+        if victim is not None:
+            self._remove_from_new_bucket(victim, index)
 
     def _remove_from_new_bucket(self, ka: KnownAddress, index: int) -> None:
         del self._new[index][ka.id]

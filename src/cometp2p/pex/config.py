@@ -200,8 +200,8 @@ class PexConfig:
     def from_p2p(cls, p2p: P2PConfig, **changes: object) -> PexConfig:
         """The PEX settings of a ``[p2p]`` section, with ``changes`` applied on top.
 
-        Takes ``seed_mode``, ``seeds`` and ``persistent_peers_max_dial_period``; every other
-        field keeps its default unless given in ``changes``.
+        Takes ``seed_mode``, ``seeds``, ``persistent_peers_max_dial_period`` and
+        ``pex_strategy``; every other field keeps its default unless given in ``changes``.
 
         Raises:
             ConfigError: as the constructor; also for an unknown field in ``changes``.
@@ -210,6 +210,7 @@ class PexConfig:
             seed_mode=p2p.seed_mode,
             seeds=tuple(p2p.seeds),
             persistent_peers_max_dial_period_s=p2p.persistent_peers_max_dial_period_s,
+            strategy=RequestStrategy(p2p.pex_strategy),
         )
         try:
             return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

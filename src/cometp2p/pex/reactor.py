@@ -122,6 +122,7 @@ class PexCounters:
         sent_by_dialect: requests we sent, by the peer's dialect (``"v0.35"``, ``"v0.38"``).
         received_by_dialect: requests peers sent us, by their dialect.
         refused_by_dialect: of those, the ones refused as too soon.
+        v2_requests_received: of those, the ``PexRequestV2`` ones.
         sent_times: when recent requests were sent (reactor clock), by dialect: the
             cadence (at most :data:`_CADENCE_HISTORY` per dialect).
     """
@@ -138,6 +139,7 @@ class PexCounters:
     sent_by_dialect: Counter[str] = field(default_factory=Counter)
     received_by_dialect: Counter[str] = field(default_factory=Counter)
     refused_by_dialect: Counter[str] = field(default_factory=Counter)
+    v2_requests_received: int = 0
     sent_times: dict[str, deque[datetime]] = field(default_factory=dict)
 
     def record_sent(self, dialect: PexDialect, now: datetime) -> None:
@@ -161,7 +163,10 @@ class PexCounters:
                 f"received={self.received_by_dialect[dialect]} "
                 f"refused={self.refused_by_dialect[dialect]}"
             )
-        parts.append(f"answers={self.addrs_received} added={self.addresses_added}")
+        parts.append(
+            f"v2_received={self.v2_requests_received} "
+            f"answers={self.addrs_received} added={self.addresses_added}"
+        )
         return "; ".join(parts)
 
 
@@ -305,6 +310,11 @@ class PEXReactor(Reactor):
         self.book.add_private_ids(switch.private_peer_ids)  # includes private_peer_ids
         self._register_configured_addresses(switch)
         self._started = True
+        logger.info(
+            "PEX started: strategy %s%s",
+            self.config.strategy.value,
+            " (seed mode)" if self.config.seed_mode else "",
+        )
         if self.saver is not None:
             self.saver.start()
         if self.config.seed_mode:
@@ -556,6 +566,7 @@ class PEXReactor(Reactor):
     async def _on_request(self, peer: Peer, now: datetime, *, v2: bool) -> None:
         ref = self._ref(peer)
         self.counters.received_by_dialect[ref.dialect.value] += 1
+        self.counters.v2_requests_received += v2
         if self.core.self_address is None and ref.dialect is PexDialect.V035:
             self._register_listen_address(self._switch())
         try:

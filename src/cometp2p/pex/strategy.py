@@ -12,7 +12,13 @@ With ``N`` that estimate (at least the book size ``K``), the interval between tw
 is ``min_interval * (N + 1) / (N - K + 1)``, clamped to ``[min_interval, max_interval]``:
 the floor while most of the network is unknown, growing to ``min_interval * (K + 1)``
 once the book covers the estimate (one expected discovery per interval), and the maximum
-once the book is full. Deliberate differences from v0.35.9: a real FIFO queue (Go picks
+once the book is full. That estimate cannot see that a book which evicts (many addresses
+in few buckets, as on one loopback IP) will never cover the network, so the interval is
+also never shorter than v0.35.9's own growth term (behaviour.md §9.1)
+``min_interval / A * ((T + 1) / (added + 1))**2``, with ``T`` the addresses added so far,
+``added`` those of the last answer and ``A`` the peers waiting in the queue: once answers
+stop bringing new addresses, requests thin out quadratically whatever the estimate says.
+Deliberate differences from v0.35.9: a real FIFO queue (Go picks
 from a map), a timer independent of inbound traffic, and a per-peer gap so that no peer
 is asked more often than it tolerates.
 
@@ -29,7 +35,13 @@ from datetime import datetime, timedelta
 from cometp2p.pex.config import PexConfig
 from cometp2p.types import NodeID
 
-__all__ = ["NetworkSizeEstimator", "RoundRobinScheduler", "Sample", "adaptive_interval_s"]
+__all__ = [
+    "NetworkSizeEstimator",
+    "RoundRobinScheduler",
+    "Sample",
+    "adaptive_interval_s",
+    "v035_growth_interval_s",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,26 @@ def adaptive_interval_s(
     return min(high, max(low, interval))
 
 
+def v035_growth_interval_s(
+    config: PexConfig, *, total_added: int, added: int, available: int
+) -> float:
+    """v0.35.9's ``calculateNextRequestTime`` growth term, in seconds (behaviour.md §9.1).
+
+    ``min_interval / A * ((T + 1) / (added + 1))**2`` with ``A = max(available, 1)``,
+    clamped to ``[adaptive_min_interval_s, adaptive_max_interval_s]``.
+
+    Args:
+        config: gives the bounds.
+        total_added: addresses added to the book by all answers so far (``T``).
+        added: addresses the last answer added.
+        available: peers that may be asked (``A``).
+    """
+    low, high = config.adaptive_min_interval_s, config.adaptive_max_interval_s
+    ratio = (max(total_added, 0) + 1.0) / (max(added, 0) + 1.0)
+    value = low / max(available, 1) * ratio * ratio
+    return min(high, max(low, value))
+
+
 class RoundRobinScheduler:
     """Whom to ask for addresses next, and when (adaptive strategy).
 
@@ -125,6 +157,7 @@ class RoundRobinScheduler:
         self._queue: deque[NodeID] = deque()
         self._asked: set[NodeID] = set()
         self._interval_s = config.adaptive_min_interval_s
+        self._total_added = 0
         self._last_request_at: datetime | None = None
         self._not_before: datetime | None = None
 
@@ -213,11 +246,21 @@ class RoundRobinScheduler:
             self._asked.discard(peer_id)
             self._queue.append(peer_id)
         self.estimator.observe(known_before, received, recaptured)
-        self._interval_s = adaptive_interval_s(
-            self.config,
-            known=known_after,
-            estimate=self.estimator.estimate(),
-            need_more=need_more,
+        added = max(0, received - recaptured)
+        self._total_added += added
+        self._interval_s = max(
+            adaptive_interval_s(
+                self.config,
+                known=known_after,
+                estimate=self.estimator.estimate(),
+                need_more=need_more,
+            ),
+            v035_growth_interval_s(
+                self.config,
+                total_added=self._total_added,
+                added=added,
+                available=len(self._queue),
+            ),
         )
         if self._last_request_at is not None:
             self._not_before = self._last_request_at + timedelta(seconds=self._interval_s)
