@@ -6,6 +6,11 @@ Measured in one run, on this machine:
 * Handshakes/s on one core: two sans-IO ``SecretHandshake`` ends pumped in-process; one
   handshake = both sides' work (2 X25519 key pairs and exchanges, 2 transcripts, 2 signs,
   2 verifies, 4 frames).
+* Handshakes/s over TCP loopback, one core: both ends in this process and one event loop,
+  a new loopback connection per handshake (accept and connect included), as Go's
+  ``goharness bench-handshake --transport tcp`` counts them on GOMAXPROCS=1.
+* Go (CometBFT ``p2p/conn``), same run: handshakes/s over ``net.Pipe`` and over TCP
+  loopback with both ends in one process on one core (needs ``go``; ``--no-go`` skips).
 * Frames in-process: ``FrameSealer.seal`` and ``FrameOpener.receive_data`` on 1 MiB.
 * Stream over loopback TCP: MB/s of payload from a sender process writing 1 MiB
   ``SecretConnection.write`` calls (each followed by ``drain``) to a receiver in this
@@ -24,10 +29,14 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -38,6 +47,7 @@ from cometp2p.crypto.merlin import Transcript
 from cometp2p.sansio.secret_connection import HandshakeComplete, SecretHandshake
 
 MIB = 1024 * 1024
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
 KEY_A = NodeKey.from_seed(bytes(range(32)))
 KEY_B = NodeKey.from_seed(bytes(range(32, 64)))
 
@@ -85,6 +95,62 @@ def handshakes_per_s(seconds: float) -> float:
         return 1
 
     return _rate(one, seconds)
+
+
+async def _tcp_handshakes_per_s(seconds: float) -> float:
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def one() -> None:
+        reader_a, writer_a = await asyncio.open_connection("127.0.0.1", port)
+        reader_b, writer_b = await asyncio.wait_for(accepted.get(), 5.0)
+        await asyncio.gather(
+            secret_handshake(reader_a, writer_a, KEY_A), secret_handshake(reader_b, writer_b, KEY_B)
+        )
+        writer_a.close()
+        writer_b.close()
+
+    try:
+        await one()  # warm-up
+        done = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while time.perf_counter() < deadline:
+            await one()
+            done += 1
+        return done / (time.perf_counter() - start)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def tcp_handshakes_per_s(seconds: float) -> float:
+    return asyncio.run(_tcp_handshakes_per_s(seconds))
+
+
+def go_handshakes_per_s(seconds: float) -> dict[str, float]:
+    """Go's handshakes/s over net.Pipe and TCP loopback (goharness ``bench-handshake``)."""
+    sys.path.insert(0, str(TESTS_DIR))
+    from interop.goharness import ensure_goharness_binary
+
+    binary = ensure_goharness_binary()
+    results: dict[str, float] = {}
+    for transport in ("pipe", "tcp"):
+        done = subprocess.run(
+            [str(binary), "bench-handshake", "--transport", transport, "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
+        event = json.loads(done.stdout.strip().splitlines()[-1])
+        results[f"go_handshakes_per_s_{transport}"] = float(event["handshakes_per_s"])
+    return results
 
 
 def frames_mb_per_s(seconds: float) -> tuple[float, float]:
@@ -187,17 +253,31 @@ async def _receive(total_bytes: int) -> tuple[float, float]:
     return elapsed, (total_bytes - len(first)) / elapsed / 1e6
 
 
+def _vs_go(results: dict[str, float], transport: str) -> str:
+    ours = results[f"handshakes_per_s_{transport}"]
+    key = f"go_handshakes_per_s_{transport}"
+    if key not in results:
+        return f"{ours:.0f}"
+    ratio = ours / results[key]
+    results[f"handshake_ratio_{transport}"] = ratio
+    return f"{ours:.0f} vs Go {results[key]:.0f} ({ratio:.2f}x)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="short run (well under 20 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--no-go", action="store_true", help="skip the Go reference figures")
     args = parser.parse_args()
     seconds = 0.5 if args.quick else 2.0
     stream_bytes = (128 if args.quick else 1024) * MIB
 
     results: dict[str, float] = {}
     results["merlin_transcript_us"] = merlin_transcript_us(seconds)
-    results["handshakes_per_s"] = handshakes_per_s(seconds)
+    results["handshakes_per_s"] = results["handshakes_per_s_pipe"] = handshakes_per_s(seconds)
+    results["handshakes_per_s_tcp"] = tcp_handshakes_per_s(seconds)
+    if not args.no_go and shutil.which("go") is not None:
+        results.update(go_handshakes_per_s(seconds))
     seal_rate, open_rate = frames_mb_per_s(seconds)
     results["frames_seal_mb_per_s"] = seal_rate
     results["frames_open_mb_per_s"] = open_rate
@@ -208,7 +288,11 @@ def main() -> None:
 
     rows = [
         ("Merlin handshake transcript", f"{results['merlin_transcript_us']:.0f} us"),
-        ("handshakes/s (both ends, one core)", f"{results['handshakes_per_s']:.0f}"),
+        (
+            "handshakes/s, sans-IO pumped (both ends, one core)",
+            f"{results['handshakes_per_s']:.0f}",
+        ),
+        ("handshakes/s, TCP loopback (both ends, one core)", _vs_go(results, "tcp")),
         ("FrameSealer.seal, 1 MiB", f"{seal_rate:.0f} MB/s"),
         ("FrameOpener.receive_data, 1 MiB", f"{open_rate:.0f} MB/s"),
         (
