@@ -41,10 +41,11 @@ import shutil
 import struct
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -53,6 +54,7 @@ from cometp2p.aio.secret_connection import secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 
+_T = TypeVar("_T")
 MIB = 1024 * 1024
 ECHO = 0x01
 SINK = 0x03
@@ -95,9 +97,18 @@ FULL = Plan(mib_messages=1024, k1_messages=1024 * 1024, b100_messages=4 * 1024 *
 # --------------------------------------------------------------------------- the peer
 
 
-def _peer_process(port: int, done: Pipe) -> None:
-    asyncio.run(_peer(port))
+def _peer_process(port: int, done: Pipe, loop: str) -> None:
+    _run(_peer(port), loop)
     done.send("done")
+
+
+def _run(main: Coroutine[object, object, _T], loop: str) -> _T:
+    """``asyncio.run`` on the stdlib loop (``asyncio``) or on uvloop (``uvloop``)."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def _peer(port: int) -> None:
@@ -171,7 +182,7 @@ def _percentile(sorted_samples: list[float], p: float) -> float:
     return sorted_samples[int(rank)]
 
 
-async def run_python(plan: Plan) -> dict[str, float]:
+async def run_python(plan: Plan, loop: str = "asyncio") -> dict[str, float]:
     accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
         asyncio.get_running_loop().create_future()
     )
@@ -184,7 +195,7 @@ async def run_python(plan: Plan) -> dict[str, float]:
     port = server.sockets[0].getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
-    child = ctx.Process(target=_peer_process, args=(port, child_end), daemon=True)
+    child = ctx.Process(target=_peer_process, args=(port, child_end, loop), daemon=True)
     child.start()
     results: dict[str, float] = {}
     try:
@@ -297,10 +308,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (well under a minute)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--no-go", action="store_true", help="skip the Go reference figures")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of both Python ends (uvloop: the cometp2p[fast] extra)",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
 
-    results = asyncio.run(run_python(plan))
+    results = _run(run_python(plan, args.loop), args.loop)
     results["aead_ceiling_mb_s"] = aead_ceiling_mb_s(plan.ceiling_s)
     if not args.no_go and shutil.which("go") is not None:
         results.update(asyncio.run(run_go(plan)))
