@@ -29,10 +29,10 @@ import multiprocessing
 import os
 import struct
 import time
-from collections.abc import Coroutine
 from multiprocessing.connection import Connection as Pipe
-from typing import TypeVar
 
+from cometp2p.aio.loop import event_loop_name
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.config import P2PConfig
 from cometp2p.sansio.mconnection import ChannelDescriptor
 from cometp2p.switch.peer import Peer
@@ -41,7 +41,6 @@ from cometp2p.switch.switch import Switch
 from cometp2p.testing.network import loopback_p2p_config, make_switch, switch_address
 from cometp2p.wire.netaddress import NetAddress
 
-_T = TypeVar("_T")
 CHANNEL = 0x60
 ACK_EVERY = 50
 ACK = struct.Struct(">Q")
@@ -100,16 +99,8 @@ class BenchReactor(Reactor):
             await self.changed.wait()
 
 
-def _run(main: Coroutine[object, object, _T], loop: str) -> _T:
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
-    return asyncio.run(main)
-
-
 def _leaves_process(address: str, peers: int, loop: str, done: Pipe) -> None:
-    _run(_leaves(NetAddress.parse(address, resolve=False), peers, done), loop)
+    run_event_loop(_leaves(NetAddress.parse(address, resolve=False), peers, done), loop)
 
 
 async def _leaves(hub: NetAddress, peers: int, done: Pipe) -> None:
@@ -203,11 +194,17 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="message bytes")
     parser.add_argument("--quick", action="store_true", help="fewer broadcasts")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of the Python ends (auto: uvloop where installed, as the node)",
+    )
     args = parser.parse_args()
+    args.loop = event_loop_name(args.loop)
     messages = 500 if args.quick else 2000
     messages -= messages % ACK_EVERY
-    results = _run(measure(args.peers, args.size, messages, args.loop), args.loop)
+    results = run_event_loop(measure(args.peers, args.size, messages, args.loop), args.loop)
     print(f"peers {args.peers}, {args.size} B messages, {messages} broadcasts, loop {args.loop}")
     print(f"single link: {results['single_link_us_per_msg']:.2f} us hub CPU per message")
     print(

@@ -41,20 +41,20 @@ import shutil
 import struct
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
-from typing import TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from cometp2p.aio.connection import Connection
+from cometp2p.aio.loop import event_loop_name
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.aio.secret_connection import secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 
-_T = TypeVar("_T")
 MIB = 1024 * 1024
 ECHO = 0x01
 SINK = 0x03
@@ -98,17 +98,8 @@ FULL = Plan(mib_messages=1024, k1_messages=1024 * 1024, b100_messages=4 * 1024 *
 
 
 def _peer_process(port: int, done: Pipe, loop: str) -> None:
-    _run(_peer(port), loop)
+    run_event_loop(_peer(port), loop)
     done.send("done")
-
-
-def _run(main: Coroutine[object, object, _T], loop: str) -> _T:
-    """``asyncio.run`` on the stdlib loop (``asyncio``) or on uvloop (``uvloop``)."""
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
-    return asyncio.run(main)
 
 
 async def _peer(port: int) -> None:
@@ -310,14 +301,15 @@ def main() -> None:
     parser.add_argument("--no-go", action="store_true", help="skip the Go reference figures")
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
         help="event loop of both Python ends (uvloop: the cometp2p[fast] extra)",
     )
     args = parser.parse_args()
+    args.loop = event_loop_name(args.loop)
     plan = QUICK if args.quick else FULL
 
-    results = _run(run_python(plan, args.loop), args.loop)
+    results = run_event_loop(run_python(plan, args.loop), args.loop)
     results["aead_ceiling_mb_s"] = aead_ceiling_mb_s(plan.ceiling_s)
     if not args.no_go and shutil.which("go") is not None:
         results.update(asyncio.run(run_go(plan)))
@@ -340,11 +332,11 @@ def main() -> None:
     for line in [headers, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     print(
-        "(two processes on loopback, SecretConnection + MConnection, rates 0, flush "
-        "throttle 0; MB = 10^6 payload bytes)"
+        f"(event loop: {args.loop}; two processes on loopback, SecretConnection + "
+        "MConnection, rates 0, flush throttle 0; MB = 10^6 payload bytes)"
     )
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({**results, "loop": args.loop}))
 
 
 if __name__ == "__main__":

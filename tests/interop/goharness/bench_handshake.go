@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/cometbft/cometbft/crypto/ed25519"
@@ -16,7 +17,8 @@ import (
 // in this process on GOMAXPROCS=1 (one core), so one handshake counts the work of
 // both ends, as cometp2p's bench/secret_connection.py counts it. Transport is
 // net.Pipe (--transport pipe) or a TCP loopback connection per handshake
-// (--transport tcp, accept and dial included). Emits one "bench" event.
+// (--transport tcp, accept and dial included). Emits one "bench" event with the
+// wall-clock rate and the rate per CPU second of this process (robust to other load).
 func runBenchHandshake(args []string) error {
 	fs := flag.NewFlagSet("bench-handshake", flag.ContinueOnError)
 	transport := fs.String("transport", "tcp", "pipe or tcp (loopback)")
@@ -96,6 +98,7 @@ func runBenchHandshake(args []string) error {
 		return err
 	}
 	count := 0
+	cpuStart := cpuSeconds()
 	start := time.Now()
 	deadline := start.Add(time.Duration(*seconds * float64(time.Second)))
 	for time.Now().Before(deadline) {
@@ -105,12 +108,25 @@ func runBenchHandshake(args []string) error {
 		count++
 	}
 	elapsed := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpuStart
 	out.emit("bench", fields{
-		"transport":        *transport,
-		"procs":            *procs,
-		"count":            count,
-		"elapsed_s":        elapsed,
-		"handshakes_per_s": float64(count) / elapsed,
+		"transport":            *transport,
+		"procs":                *procs,
+		"count":                count,
+		"elapsed_s":            elapsed,
+		"handshakes_per_s":     float64(count) / elapsed,
+		"cpu_s":                cpu,
+		"handshakes_per_cpu_s": float64(count) / cpu,
 	})
 	return nil
+}
+
+// cpuSeconds is the user + system CPU time of this process so far (getrusage), so
+// that a rate per CPU second does not depend on other load on the machine.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
