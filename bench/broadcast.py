@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop of the Python ends (auto: uvloop where installed, as the node)",
+        default="asyncio",
+        help="event loop of the Python ends (the node's default: asyncio)",
     )
     args = parser.parse_args()
     args.loop = event_loop_name(args.loop)

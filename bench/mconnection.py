@@ -302,8 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop of both Python ends (uvloop: the cometp2p[fast] extra)",
+        default="asyncio",
+        help="event loop of both Python ends (the node's default: asyncio; uvloop: cometp2p[fast])",
     )
     args = parser.parse_args()
     args.loop = event_loop_name(args.loop)

@@ -313,8 +313,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop of the Python ends (auto: uvloop where installed, as the node)",
+        default="asyncio",
+        help="event loop of the Python ends (the node's default: asyncio)",
     )
     args = parser.parse_args()
     loop = event_loop_name(args.loop)

@@ -1,11 +1,12 @@
-"""Which asyncio event loop the node runs on: uvloop where it is installed, else the stdlib's.
+"""Which asyncio event loop the node runs on: the stdlib's, or uvloop on request.
 
 One responsibility: :func:`run`, a drop-in for :func:`asyncio.run` used by the CLI
 commands that run a node (``start``, ``crawl``, ``localnet``). uvloop comes with the
-``cometp2p[fast]`` extra; measured in ``bench/mconnection.py --loop`` and
-``bench/secret_connection.py --loop`` (README, Performance), it lowers the idle-link round
-trip and raises throughput and the handshake rate over TCP. Set ``COMETP2P_EVENT_LOOP``
-to ``asyncio`` to use the stdlib loop although uvloop is installed.
+``cometp2p[fast]`` extra and is used when ``COMETP2P_EVENT_LOOP`` is ``uvloop`` (or
+``auto``: uvloop where installed). It is not the default: measured side by side with
+``bench/mconnection.py --loop`` and ``bench/secret_connection.py --loop`` (README,
+Performance), it raises the handshake rate over TCP but does not win every figure of the
+MConnection pipeline in every run on the loaded 2-core development machine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["EVENT_LOOP_ENV", "event_loop_name", "run"]
 _T = TypeVar("_T")
 
 EVENT_LOOP_ENV: Final = "COMETP2P_EVENT_LOOP"
-"""Environment variable: ``uvloop``, ``asyncio`` or unset (uvloop when installed)."""
+"""Environment variable: ``asyncio`` (also when unset), ``uvloop`` or ``auto``."""
 
 
 def event_loop_name(requested: str | None = None) -> str:
@@ -29,13 +30,13 @@ def event_loop_name(requested: str | None = None) -> str:
 
     Args:
         requested: ``"uvloop"``, ``"asyncio"``, ``"auto"`` or ``None`` (then the
-            :data:`EVENT_LOOP_ENV` variable, else ``"auto"``). ``"auto"`` picks uvloop
-            when it is importable.
+            :data:`EVENT_LOOP_ENV` variable, else ``"asyncio"``). ``"auto"`` picks
+            uvloop when it is importable.
 
     Raises:
         ValueError: an unknown name, or ``"uvloop"`` when it is not installed.
     """
-    name = requested or os.environ.get(EVENT_LOOP_ENV) or "auto"
+    name = requested or os.environ.get(EVENT_LOOP_ENV) or "asyncio"
     if name not in ("auto", "uvloop", "asyncio"):
         raise ValueError(f"event loop must be auto, uvloop or asyncio, got {name!r}")
     available = importlib.util.find_spec("uvloop") is not None
