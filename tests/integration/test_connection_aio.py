@@ -633,10 +633,26 @@ async def test_a_burst_in_one_turn_is_still_batched_by_the_writer() -> None:
         assert got == [numbered(index, 100) for index in range(12)]
 
 
-async def test_with_a_flush_throttle_the_writer_keeps_the_send() -> None:
+async def test_at_the_node_defaults_an_idle_link_also_writes_at_once() -> None:
+    # 100 ms flush throttle and 5 MB/s: the core sends at once when its queues run dry
+    # and the rate allows it, so the sender's turn writes it too.
     async with connection_pair(DEFAULT) as (a, b):
         await _writer_asleep(a)
         before = a._secret._sealer.counter
-        assert a.try_send(CH_LOW, b"later")
-        assert a._secret._sealer.counter == before
-        assert await b.receive(CH_LOW) == b"later"
+        assert a.try_send(CH_LOW, b"soon")
+        assert a._secret._sealer.counter == before + 1
+        assert await b.receive(CH_LOW) == b"soon"
+
+
+async def test_when_the_send_rate_is_spent_the_writer_keeps_the_rest() -> None:
+    slow = dataclasses.replace(FAST, send_rate_bytes_per_s=2000)
+    async with connection_pair(slow, FAST) as (a, _b):
+        await _writer_asleep(a)
+        before = a._secret._sealer.counter
+        big = numbered(1, 64 * 1024)  # far beyond the 2000 B/s allowance
+        assert a.try_send(CH_LOW, big)
+        assert a.try_send(CH_LOW, b"after")
+        # Rate-limited: at most the allowance went out at once; the rest waits for the
+        # writer's timer, not the sender's turn.
+        assert a._secret._sealer.counter - before < 64
+        assert a._core.has_queued_messages() or a._core.has_pending_data()

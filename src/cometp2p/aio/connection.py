@@ -118,12 +118,10 @@ class Connection:
         self._core = MConnection(channels, config, now=loop.time())
         self._core_send = self._core.send
         self._recv_limited = config.recv_rate_bytes_per_s > 0
-        # With no flush throttle and no send limit, a message sent while the writer
-        # sleeps and the socket is idle is written on the sender's own turn (_write_now):
-        # one event-loop wakeup fewer per message on an idle link.
-        # At most once per loop turn, so that a burst of sends is still batched by the
-        # writer into few socket writes.
-        self._write_directly = config.flush_throttle_s == 0 and config.send_rate_bytes_per_s == 0
+        # A message sent while the writer sleeps and the socket is idle is written on the
+        # sender's own turn (_write_now): one event-loop wakeup fewer per message on an
+        # idle link. At most once per loop turn, so that a burst of sends is still
+        # batched by the writer into few socket writes.
         self._wrote_this_turn = False
         self._initial = initial_plaintext
         self._backlog_limit = recv_backlog_bytes
@@ -315,17 +313,17 @@ class Connection:
         except (ConnectionClosedError, ConnectionBrokenError):
             return False
         if self._writer_asleep:
-            if self._write_directly and not self._wrote_this_turn and self._write_now():
+            if not self._wrote_this_turn and self._write_now():
                 return True
             self._writer_asleep = False
             self._wake_writer.set()
         return True
 
     def _write_now(self) -> bool:
-        """Write what the core has to send now, on the caller's turn, if nothing is due.
+        """Do one writer turn on the caller's turn: due timer, data to send, events.
 
         Only while the writer sleeps and the transport holds nothing unsent (so there is
-        no back-pressure to wait for); a due timer, a drain or leftovers stay the
+        no back-pressure to wait for); waiting flushes, leftovers and held data stay the
         writer's. Returns False when the writer must still be woken.
         """
         secret = self._secret
@@ -333,10 +331,12 @@ class Connection:
         if self._flush_waiters or secret.write_buffer_size():
             return False
         now = self._loop.time()
-        deadline = core.get_timer()
-        if deadline is not None and deadline <= now:
-            return False
         try:
+            deadline = core.get_timer()
+            if deadline is not None and deadline <= now:
+                # As the writer's turn starts (the send itself may have set a deadline).
+                core.handle_timer(now)
+                self._recv_wake.set()
             data = core.data_to_send(now)
             if data:
                 secret.write(data)
