@@ -7,7 +7,7 @@ PROTOS := $(wildcard src/cometp2p/wire/proto/tendermint/*/*.proto)
 
 .PHONY: localnet check test lint typecheck proto bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/cometp2p/crypto/_keccak.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

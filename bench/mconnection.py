@@ -15,6 +15,8 @@ Measured in one run:
   in messages per second;
 * ``rtt_p50_us`` / ``rtt_p99_us``: round trip of one 100-byte message on the echo
   channel, one at a time (after a warm-up);
+* ``rtt_flush100_p50_us`` / ``rtt_flush100_p99_us``: the same on a new connection at the
+  default flush throttle (100 ms on both ends), 20 round trips;
 * ``aead_ceiling_mb_s``: ChaCha20-Poly1305 sealing of 1028-byte frame plaintexts in a
   loop on one core, as MB/s of the 1024 payload bytes per frame: the sender's ceiling
   for payload bytes (no framing, copying or IO).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -49,6 +52,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from cometp2p.aio.connection import Connection
+from cometp2p.aio.loop import event_loop_name
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.aio.secret_connection import secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
@@ -66,6 +71,9 @@ CHANNELS = (
 )
 CONFIG = MConnectionConfig(send_rate_bytes_per_s=0, recv_rate_bytes_per_s=0, flush_throttle_s=0.0)
 PHASE_TIMEOUT_S = 120.0
+DEFAULT_FLUSH_S = 0.1
+"""The default ``flush_throttle_timeout`` of CometBFT v0.38 (and of MConnectionConfig)."""
+DEFAULT_FLUSH_RTTS = 20
 TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"  # holds the ``interop`` helpers
 
 
@@ -95,15 +103,15 @@ FULL = Plan(mib_messages=1024, k1_messages=1024 * 1024, b100_messages=4 * 1024 *
 # --------------------------------------------------------------------------- the peer
 
 
-def _peer_process(port: int, done: Pipe) -> None:
-    asyncio.run(_peer(port))
+def _peer_process(port: int, done: Pipe, loop: str, flush_s: float) -> None:
+    run_event_loop(_peer(port, flush_s), loop)
     done.send("done")
 
 
-async def _peer(port: int) -> None:
+async def _peer(port: int, flush_s: float) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     secret = await secret_handshake(reader, writer, KEY_A, timeout_s=10.0)
-    conn = Connection(secret, CHANNELS, CONFIG)
+    conn = Connection(secret, CHANNELS, dataclasses.replace(CONFIG, flush_throttle_s=flush_s))
     conn.start()
 
     async def echo() -> None:
@@ -171,7 +179,10 @@ def _percentile(sorted_samples: list[float], p: float) -> float:
     return sorted_samples[int(rank)]
 
 
-async def run_python(plan: Plan) -> dict[str, float]:
+async def run_python(
+    plan: Plan, loop: str = "asyncio", flush_s: float = 0.0, rtt_only: bool = False
+) -> dict[str, float]:
+    """Our figures; with ``rtt_only`` just the round trips (at flush throttle ``flush_s``)."""
     accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
         asyncio.get_running_loop().create_future()
     )
@@ -184,15 +195,23 @@ async def run_python(plan: Plan) -> dict[str, float]:
     port = server.sockets[0].getsockname()[1]
     ctx = multiprocessing.get_context("spawn")
     parent_end, child_end = ctx.Pipe()
-    child = ctx.Process(target=_peer_process, args=(port, child_end), daemon=True)
+    child = ctx.Process(target=_peer_process, args=(port, child_end, loop, flush_s), daemon=True)
     child.start()
     results: dict[str, float] = {}
     try:
         async with asyncio.timeout(PHASE_TIMEOUT_S * 4):
             reader, writer = await accepted
             secret = await secret_handshake(reader, writer, KEY_B, timeout_s=10.0)
-            conn = Connection(secret, CHANNELS, CONFIG)
+            conn = Connection(
+                secret, CHANNELS, dataclasses.replace(CONFIG, flush_throttle_s=flush_s)
+            )
             conn.start()
+            if rtt_only:
+                rtts = await _rtts_us(conn, plan.rtt_count, plan.rtt_warmup)
+                results["rtt_p50_us"] = _percentile(rtts, 50)
+                results["rtt_p99_us"] = _percentile(rtts, 99)
+                await conn.close()
+                return results
             sent = 0
             # Warm-up: imports, first allocations, TCP window growth.
             await _blast(conn, 1024, ACK_EVERY * 16, sent)
@@ -241,13 +260,13 @@ def aead_ceiling_mb_s(seconds: float) -> float:
 # --------------------------------------------------------------------------- Go reference
 
 
-async def run_go(plan: Plan) -> dict[str, float]:
+async def run_go(plan: Plan, flush_ms: int = 0, rtt_only: bool = False) -> dict[str, float]:
     """The same phases with CometBFT's MConnection on both ends (our Go harness)."""
     sys.path.insert(0, str(TESTS_DIR))
     from interop.goharness import GoHarness, ensure_goharness_binary
 
     binary = await asyncio.to_thread(ensure_goharness_binary)
-    fast = ("--send-rate", "0", "--recv-rate", "0", "--flush-throttle-ms", "0")
+    fast = ("--send-rate", "0", "--recv-rate", "0", "--flush-throttle-ms", str(flush_ms))
     lifetime = ("--lifetime-s", str(PHASE_TIMEOUT_S * 4))
     log = Path(os.devnull)
     results: dict[str, float] = {}
@@ -271,12 +290,13 @@ async def run_go(plan: Plan) -> dict[str, float]:
             return ("--channel", str(SINK), "--size", str(size), "--count", str(count),
                     "--ack-every", str(ACK_EVERY), "--rtt-count", "0")  # fmt: skip
 
-        out = await bench(*phase(MIB, plan.mib_messages))
-        results["go_throughput_mb_s"] = float(str(out["mb_per_s"]))
-        out = await bench(*phase(1024, plan.k1_messages))
-        results["go_msgs_per_s_1k"] = float(str(out["msgs_per_s"]))
-        out = await bench(*phase(100, plan.b100_messages))
-        results["go_msgs_per_s_100b"] = float(str(out["msgs_per_s"]))
+        if not rtt_only:
+            out = await bench(*phase(MIB, plan.mib_messages))
+            results["go_throughput_mb_s"] = float(str(out["mb_per_s"]))
+            out = await bench(*phase(1024, plan.k1_messages))
+            results["go_msgs_per_s_1k"] = float(str(out["msgs_per_s"]))
+            out = await bench(*phase(100, plan.b100_messages))
+            results["go_msgs_per_s_100b"] = float(str(out["msgs_per_s"]))
         out = await bench(
             "--channel", str(ECHO), "--count", "0", "--rtt-size", "100",
             "--rtt-count", str(plan.rtt_count + plan.rtt_warmup),
@@ -297,13 +317,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (well under a minute)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--no-go", action="store_true", help="skip the Go reference figures")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of both Python ends (the node's default: asyncio; uvloop: cometp2p[fast])",
+    )
     args = parser.parse_args()
+    args.loop = event_loop_name(args.loop)
     plan = QUICK if args.quick else FULL
 
-    results = asyncio.run(run_python(plan))
+    results = run_event_loop(run_python(plan, args.loop), args.loop)
     results["aead_ceiling_mb_s"] = aead_ceiling_mb_s(plan.ceiling_s)
-    if not args.no_go and shutil.which("go") is not None:
+    go = not args.no_go and shutil.which("go") is not None
+    if go:
         results.update(asyncio.run(run_go(plan)))
+    # Round trips at the default flush throttle (100 ms, both ends): few, they are slow.
+    slow = dataclasses.replace(plan, rtt_count=DEFAULT_FLUSH_RTTS, rtt_warmup=2)
+    flushed = run_event_loop(run_python(slow, args.loop, DEFAULT_FLUSH_S, True), args.loop)
+    if go:
+        flushed.update(asyncio.run(run_go(slow, int(DEFAULT_FLUSH_S * 1000), True)))
+    results.update({key.replace("rtt_", "rtt_flush100_"): v for key, v in flushed.items()})
 
     def row(name: str, key: str, unit: str, target: str) -> tuple[str, str, str, str]:
         ours = f"{results[key]:,.0f} {unit}" if key in results else "-"
@@ -316,6 +350,8 @@ def main() -> None:
         ("100 B messages, one way", *row("", "msgs_per_s_100b", "msg/s", ">= 500,000 msg/s")[1:]),
         ("echo 100 B, p50", *row("", "rtt_p50_us", "us", "< 500 us")[1:]),
         ("echo 100 B, p99", *row("", "rtt_p99_us", "us", "")[1:]),
+        ("echo 100 B, p50, flush throttle 100 ms", *row("", "rtt_flush100_p50_us", "us", "")[1:]),
+        ("echo 100 B, p99, flush throttle 100 ms", *row("", "rtt_flush100_p99_us", "us", "")[1:]),
         ("ceiling: AEAD seal 1028 B frames", f"{results['aead_ceiling_mb_s']:,.0f} MB/s", "", ""),
     ]
     headers = ("measure", "cometp2p", "Go (CometBFT)", "target")
@@ -323,11 +359,11 @@ def main() -> None:
     for line in [headers, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
     print(
-        "(two processes on loopback, SecretConnection + MConnection, rates 0, flush "
-        "throttle 0; MB = 10^6 payload bytes)"
+        f"(event loop: {args.loop}; two processes on loopback, SecretConnection + "
+        "MConnection, rates 0, flush throttle 0; MB = 10^6 payload bytes)"
     )
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({**results, "loop": args.loop}))
 
 
 if __name__ == "__main__":

@@ -603,3 +603,56 @@ async def test_receive_rate_wait_uses_the_one_core_timer() -> None:
         # The burst is 10 kB (0.1 s of rate); the rest must have waited for the rate.
         assert loop.time() - started >= 0.4
         assert not b.closed
+
+
+async def _writer_asleep(conn: Connection) -> None:
+    # The writer parks itself once its start-up work is done (bounded by BOUND_S).
+    while not conn._writer_asleep:  # noqa: ASYNC110 - an internal flag, no event to wait on
+        await asyncio.sleep(0)
+
+
+async def test_idle_link_at_throttle_0_writes_on_the_senders_turn() -> None:
+    async with connection_pair(FAST) as (a, b):
+        await _writer_asleep(a)
+        before = a._secret._sealer.counter
+        assert a.try_send(CH_LOW, b"now")
+        # Sealed and handed to the socket before try_send returned: no writer wakeup.
+        assert a._secret._sealer.counter == before + 1
+        assert await b.receive(CH_LOW) == b"now"
+
+
+async def test_a_burst_in_one_turn_is_still_batched_by_the_writer() -> None:
+    async with connection_pair(FAST) as (a, b):
+        await _writer_asleep(a)
+        before = a._secret._sealer.counter
+        for index in range(12):  # the channel queue holds 16
+            assert a.try_send(CH_LOW, numbered(index, 100))
+        # Only the first went out at once; the rest waits for the writer's one write.
+        assert a._secret._sealer.counter == before + 1
+        got = [await b.receive(CH_LOW) for _ in range(12)]
+        assert got == [numbered(index, 100) for index in range(12)]
+
+
+async def test_at_the_node_defaults_an_idle_link_also_writes_at_once() -> None:
+    # 100 ms flush throttle and 5 MB/s: the core sends at once when its queues run dry
+    # and the rate allows it, so the sender's turn writes it too.
+    async with connection_pair(DEFAULT) as (a, b):
+        await _writer_asleep(a)
+        before = a._secret._sealer.counter
+        assert a.try_send(CH_LOW, b"soon")
+        assert a._secret._sealer.counter == before + 1
+        assert await b.receive(CH_LOW) == b"soon"
+
+
+async def test_when_the_send_rate_is_spent_the_writer_keeps_the_rest() -> None:
+    slow = dataclasses.replace(FAST, send_rate_bytes_per_s=2000)
+    async with connection_pair(slow, FAST) as (a, _b):
+        await _writer_asleep(a)
+        before = a._secret._sealer.counter
+        big = numbered(1, 64 * 1024)  # far beyond the 2000 B/s allowance
+        assert a.try_send(CH_LOW, big)
+        assert a.try_send(CH_LOW, b"after")
+        # Rate-limited: at most the allowance went out at once; the rest waits for the
+        # writer's timer, not the sender's turn.
+        assert a._secret._sealer.counter - before < 64
+        assert a._core.has_queued_messages() or a._core.has_pending_data()

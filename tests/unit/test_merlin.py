@@ -1,9 +1,15 @@
-"""Merlin transcript and Keccak-f[1600] (wire.md §3.8) against published known answers."""
+"""Merlin transcript and Keccak-f[1600] (wire.md §3.8) against published known answers.
+
+Every test runs twice, once per permutation backend: the pure-Python one and the optional C
+extension (cometp2p.crypto._keccak). The native run skips only where the extension was not
+built, and never under CI=true, where ``pip install -e`` has a compiler to build it with.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +17,35 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cometp2p.crypto import merlin
 from cometp2p.crypto.merlin import Transcript, keccak_f1600
 from cometp2p.errors import LocalProtocolError
 
 VECTORS = Path(__file__).parents[2] / "../shared/vectors"
+
+
+def _native_permute() -> Any:
+    try:
+        from cometp2p.crypto import _keccak
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        return None
+    return _keccak.permute
+
+
+@pytest.fixture(autouse=True, params=["python", "native"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with ``merlin``'s permutation set to one backend."""
+    name: str = request.param
+    if name == "python":
+        monkeypatch.setattr(merlin, "_permute_in_place", merlin._python_permute_in_place)
+    else:
+        native = _native_permute()
+        if native is None:
+            pytest.skip("the C extension cometp2p.crypto._keccak is not built (no compiler?)")
+        monkeypatch.setattr(merlin, "_permute_in_place", native)
+    return name
 
 
 def _known_answers() -> dict[str, Any]:
@@ -50,9 +81,43 @@ def test_keccak_permutation_matches_hashlib_sha3_property(message: bytes) -> Non
     assert _sha3_256(message) == hashlib.sha3_256(message).digest()
 
 
-def test_keccak_rejects_wrong_state_size() -> None:
+@pytest.mark.parametrize("size", [0, 199, 201])
+def test_keccak_rejects_wrong_state_size(size: int) -> None:
     with pytest.raises(LocalProtocolError):
-        keccak_f1600(bytearray(199))
+        keccak_f1600(bytearray(size))
+
+
+@given(st.binary(min_size=200, max_size=200))
+def test_selected_permutation_matches_pure_python(state: bytes) -> None:
+    ours, reference = bytearray(state), bytearray(state)
+    keccak_f1600(ours)
+    merlin.keccak_f1600_python(reference)
+    assert ours == reference
+
+
+def test_native_permutation_rejects_bad_buffers(backend: str) -> None:
+    native = _native_permute()
+    if backend != "native" or native is None:
+        pytest.skip("only the native backend has its own argument checks")
+    with pytest.raises(ValueError, match="200 bytes"):
+        native(bytearray(199))
+    with pytest.raises((TypeError, BufferError)):
+        native(bytes(200))  # read-only
+
+
+def test_initial_strobe_state_is_the_same_on_this_backend() -> None:
+    assert merlin._merlin_initial_state() == (
+        merlin._MERLIN_INITIAL_STATE,
+        merlin._MERLIN_INITIAL_POS,
+        merlin._MERLIN_INITIAL_POS_BEGIN,
+        merlin._MERLIN_INITIAL_FLAGS,
+    )
+
+
+def test_backend_is_native_under_ci() -> None:
+    if os.environ.get("CI") != "true":
+        pytest.skip("the native backend is required only under CI=true")
+    assert merlin.PERMUTATION_BACKEND == "native"
 
 
 def test_simple_transcript_known_answer() -> None:
@@ -129,3 +194,24 @@ def test_challenge_length_out_of_range_is_local_error(length: int) -> None:
 
 def test_zero_length_challenge_is_allowed() -> None:
     assert Transcript(b"app").challenge_bytes(b"c", 0) == b""
+
+
+@given(
+    st.lists(
+        st.tuples(st.binary(max_size=200), st.binary(max_size=400), st.integers(0, 70)),
+        max_size=8,
+    )
+)
+def test_fused_append_matches_the_stepwise_strobe_operations(
+    steps: list[tuple[bytes, bytes, int]],
+) -> None:
+    fused, stepwise = Transcript(b"app"), Transcript(b"app")
+    for label, message, challenge in steps:
+        fused.append_message(label, message)
+        stepwise._append_message_stepwise(label, message)
+        assert fused._state == stepwise._state
+        assert (fused._pos, fused._pos_begin) == (stepwise._pos, stepwise._pos_begin)
+        if challenge:
+            assert fused.challenge_bytes(b"c", challenge) == stepwise.challenge_bytes(
+                b"c", challenge
+            )

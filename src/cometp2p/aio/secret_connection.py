@@ -256,6 +256,10 @@ class SecretConnection:
         if data:
             self._writer.write(self._sealer.seal(data))
 
+    def write_buffer_size(self) -> int:
+        """Bytes the transport holds that the socket did not take yet (0: all sent)."""
+        return int(self._writer.transport.get_write_buffer_size())
+
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark.
 

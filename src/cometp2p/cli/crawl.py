@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.cli.main import cli_errors, home_option, load_home_config, make_console
 from cometp2p.errors import ConfigError, NetAddressError
 
@@ -253,7 +254,7 @@ def crawl_command(
         if rounds > 1:
             from cometp2p.seed.rounds import crawl_rounds
 
-            result = asyncio.run(
+            result = run_event_loop(
                 crawl_rounds(
                     from_genesis or network,
                     seed_addrs,
@@ -267,7 +268,7 @@ def crawl_command(
             )
         else:
             crawler = Crawler(from_genesis or network, crawl_config)
-            result = asyncio.run(run_crawl(crawler, seed_addrs, console))
+            result = run_event_loop(run_crawl(crawler, seed_addrs, console))
         console.print(summary_table(result))
         if png and not plot_available():
             console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)

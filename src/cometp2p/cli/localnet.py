@@ -13,7 +13,6 @@ Ctrl-C too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 import click
 
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.cli.crawl import print_files, run_crawl, summary_table
 from cometp2p.cli.main import cli_errors
 from cometp2p.config import (
@@ -350,7 +350,7 @@ def _crawl(seed: LocalNode, console: Console) -> CrawlResult:
 
     crawler = Crawler(CHAIN_ID, CrawlConfig(timeout_s=_CRAWL_TIMEOUT_S, allowed_networks=_LOOPBACK))
     address = NetAddress.parse(seed.address, resolve=False)
-    return asyncio.run(run_crawl(crawler, [address], console))
+    return run_event_loop(run_crawl(crawler, [address], console))
 
 
 def _write_report(

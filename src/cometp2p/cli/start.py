@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import click
 
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.cli.main import cli_errors, home_option, load_home_config
 from cometp2p.config import PEX_STRATEGIES, Config, load_chain_id
 from cometp2p.crypto.keys import load_or_generate_node_key
@@ -379,7 +380,7 @@ def start_command(
         )
         if upnp_lease_s is not None:
             node.upnp_options["lease_s"] = upnp_lease_s
-        asyncio.run(_run(node, ready_file))
+        run_event_loop(_run(node, ready_file))
 
 
 COMMANDS: tuple[click.Command, ...] = (start_command,)

@@ -10,16 +10,28 @@ ints, the rounds are unrolled per lane with precomputed rotation offsets and rou
 constants, and absorbing XORs whole slices through ``int.from_bytes`` rather than looping
 over bytes. A whole handshake transcript (three appends and one 32-byte challenge) runs two
 permutations; the state after the constant STROBE initialisation is computed once at import.
+
+Where the optional C extension :mod:`cometp2p.crypto._keccak` is built (``pip install``
+builds it when a C compiler is present), the permutation runs natively instead; the pure
+Python one stays as the fallback and both are checked against the same vectors.
+:data:`PERMUTATION_BACKEND` says which one is in use.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from cometp2p.errors import LocalProtocolError
 
-__all__ = ["MERLIN_PROTOCOL_LABEL", "Transcript", "keccak_f1600"]
+__all__ = [
+    "MERLIN_PROTOCOL_LABEL",
+    "PERMUTATION_BACKEND",
+    "Transcript",
+    "keccak_f1600",
+    "keccak_f1600_python",
+]
 
 MERLIN_PROTOCOL_LABEL: Final = b"Merlin v1.0"
 """The STROBE protocol label every Merlin transcript starts from (§3.8)."""
@@ -73,6 +85,8 @@ _PACK_INTO: Final = _LANES.pack_into
 def keccak_f1600(state: bytearray) -> None:
     """Apply the 24-round Keccak-f[1600] permutation to ``state`` in place.
 
+    Uses the backend named by :data:`PERMUTATION_BACKEND`.
+
     Args:
         state: the 200-byte sponge state; lane (x, y) is the little-endian 64-bit word
             at byte offset 8 * (x + 5 * y), as in FIPS 202.
@@ -82,6 +96,21 @@ def keccak_f1600(state: bytearray) -> None:
     """
     if len(state) != 200:
         raise LocalProtocolError(f"Keccak-f[1600] state must be 200 bytes, got {len(state)}")
+    _permute_in_place(state)
+
+
+def keccak_f1600_python(state: bytearray) -> None:
+    """The pure-Python Keccak-f[1600], whatever backend is selected; see :func:`keccak_f1600`.
+
+    Raises:
+        LocalProtocolError: if ``state`` is not exactly 200 bytes.
+    """
+    if len(state) != 200:
+        raise LocalProtocolError(f"Keccak-f[1600] state must be 200 bytes, got {len(state)}")
+    _python_permute_in_place(state)
+
+
+def _python_permute_in_place(state: bytearray) -> None:
     _PACK_INTO(state, 0, *_permute(state))
 
 
@@ -267,7 +296,32 @@ class Transcript:
             raise LocalProtocolError(
                 f"Merlin message too long: expected at most {_MAX_LEN} bytes, got {size}"
             )
-        self._meta_ad_with_length(label, size)
+        pos = self._pos
+        head = len(label) + 6  # begin_op(M|A): 2 bytes, the label, LE32(size)
+        if pos + head < _STROBE_R:
+            # No permutation can run before the message's own begin_op, so both STROBE
+            # operations are absorbed as one run of bytes; the state afterwards is exactly
+            # that of the separate steps in _append_message_stepwise.
+            old_begin = self._pos_begin
+            self._pos_begin = pos + head + 1
+            self._cur_flags = _FLAG_A
+            self._absorb(
+                b"".join(
+                    (
+                        bytes((old_begin, _FLAG_M | _FLAG_A)),
+                        label,
+                        size.to_bytes(4, "little"),
+                        bytes((pos + 1, _FLAG_A)),
+                        message,
+                    )
+                )
+            )
+            return
+        self._append_message_stepwise(label, message)
+
+    def _append_message_stepwise(self, label: bytes, message: bytes) -> None:
+        # The STROBE steps one by one (wire.md §3.8); the reference for the fast path.
+        self._meta_ad_with_length(label, len(message))
         self._begin_op(_FLAG_A)
         self._absorb(message)
 
@@ -352,9 +406,23 @@ class Transcript:
         state[pos] ^= self._pos_begin
         state[pos + 1] ^= 0x04
         state[_STROBE_R + 1] ^= 0x80
-        _PACK_INTO(state, 0, *_permute(state))
+        _permute_in_place(state)
         self._pos = 0
         self._pos_begin = 0
+
+
+def _select_backend() -> tuple[str, Callable[[bytearray], None]]:
+    try:
+        from cometp2p.crypto import _keccak
+    except ImportError:
+        return "python", _python_permute_in_place
+    return "native", _keccak.permute
+
+
+_BACKEND: Final = _select_backend()
+PERMUTATION_BACKEND: Final = _BACKEND[0]
+"""``"native"`` when the C extension :mod:`cometp2p.crypto._keccak` is in use, else ``"python"``."""
+_permute_in_place: Callable[[bytearray], None] = _BACKEND[1]
 
 
 def _merlin_initial_state() -> tuple[bytes, int, int, int]:

@@ -911,14 +911,28 @@ class Switch:
     ) -> dict[NodeID, bool]:
         """Send ``message`` to every peer concurrently (blocking send, ≤ ``timeout_s`` each).
 
+        Every peer with room in its send queue gets the message at once, without a task
+        or a wait; only peers whose queue is full wait, concurrently, up to ``timeout_s``.
+
         Returns:
-            ``{peer_id: queued}`` for every peer of the snapshot.
+            ``{peer_id: queued}`` for every peer of the snapshot, in snapshot order.
         """
         peers = self.peers.list()
-        results = await asyncio.gather(
-            *(peer.send(channel_id, message, timeout_s) for peer in peers)
-        )
-        return {peer.id: ok for peer, ok in zip(peers, results, strict=True)}
+        queued: dict[NodeID, bool] = {}
+        full: list[Peer] = []
+        for peer in peers:
+            if peer.try_send(channel_id, message):
+                queued[peer.id] = True
+            elif peer.has_channel(channel_id) and peer.is_running:
+                full.append(peer)
+            else:
+                queued[peer.id] = False
+        if full:
+            waited = await asyncio.gather(
+                *(peer.send(channel_id, message, timeout_s) for peer in full)
+            )
+            queued.update((peer.id, ok) for peer, ok in zip(full, waited, strict=True))
+        return {peer.id: queued[peer.id] for peer in peers}
 
     def mark_peer_as_good(self, peer: Peer) -> None:
         """Tell the address book that ``peer`` behaves well.

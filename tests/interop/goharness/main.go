@@ -18,6 +18,7 @@
 //	switch-echo  a p2p.Switch + MultiplexTransport + NodeInfo with an echo reactor on
 //	             channel 0x42 (raw bytes; --echo-mode all|ping|none)
 //	bench-mconn  throughput / latency client for an echoing MConnection peer
+//	bench-handshake  SecretConnection handshakes/s, both ends in-process on one core
 //
 // Events (stdout, one JSON object per line, "event" names it):
 //
@@ -48,7 +49,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: goharness <mconn-echo|switch-echo|bench-mconn> [flags]  (-h for flags)")
+	fmt.Fprintln(os.Stderr, "usage: goharness <mconn-echo|switch-echo|bench-mconn|bench-handshake> [flags]  (-h for flags)")
 }
 
 func main() {
@@ -65,6 +66,8 @@ func main() {
 		err = runSwitchEcho(args)
 	case "bench-mconn":
 		err = runBenchMConn(args)
+	case "bench-handshake":
+		err = runBenchHandshake(args)
 	case "-h", "--help", "help":
 		usage()
 		return
