@@ -23,13 +23,13 @@ from pathlib import Path
 from cometp2p.config import FuzzConnConfig, load_config, write_config
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.addrbook_store import load_addrbook_with_report, save_addrbook
+from cometp2p.pex.config import PexConfig
 from cometp2p.pex.reactor import PEXReactor
 from cometp2p.switch.switch import ReconnectPolicy, Switch
 from cometp2p.testing.cli import run_cometp2p
 from cometp2p.testing.faults import Accounting, FaultNet
 from cometp2p.testing.fuzz import DELAY, DROP
 from cometp2p.testing.network import LOOPBACK, free_loopback_port, make_switch
-from cometp2p.testing.pex import fast_pex
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 
@@ -124,7 +124,8 @@ async def node_process(home: Path, port: int) -> AsyncIterator[asyncio.subproces
 
 
 def pex_switch(name: str, target: str) -> Switch:
-    reactor = PEXReactor(AddrBook(strict=False, rng=random.Random(7)), fast_pex())
+    # CometBFT's PEX periods (30 s): the redials are the Switch's persistent-peer ones.
+    reactor = PEXReactor(AddrBook(strict=False, rng=random.Random(7)), PexConfig())
     policy = ReconnectPolicy(fast_attempts=200, fast_interval_s=0.1, jitter_s=0.0)
     switch = make_switch([("PEX", reactor)], chain_id="faults", moniker=name,
                          reconnect_policy=policy)  # fmt: skip
