@@ -86,9 +86,17 @@ def test_every_way_of_stopping_localnet_stops_every_node(tmp_path: Path, how: st
         text=True,
     )
     try:
+        # Freeze the seed as soon as it listens: the others then never find each other,
+        # so the signal always lands while localnet waits for convergence (a 4-node
+        # network would otherwise converge, crawl and exit within about a second).
+        (seed_pid,) = _node_pids(out, 1, deadline_s=60)
+        os.kill(seed_pid, signal.SIGSTOP)
         pids = _node_pids(out, 4, deadline_s=60)
         signum = signal.Signals[how.split("-")[0]]
         os.kill(process.pid, signum)
+        # Thawed, the seed acts on the SIGTERM that localnet (or, after SIGKILL, the
+        # kernel's parent-death signal) sent it.
+        os.kill(seed_pid, signal.SIGCONT)
         output, _ = process.communicate(timeout=30)
         if signum != signal.SIGKILL:
             assert process.returncode == 128 + signum, output

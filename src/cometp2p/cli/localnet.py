@@ -229,8 +229,13 @@ def _stop_all(nodes: list[LocalNode], timeout_s: float = 5.0) -> None:
             node.process.wait(2.0)
 
 
-class _InterruptedError(Exception):
-    """A stop signal reached localnet (Ctrl-C, SIGTERM, SIGHUP)."""
+class _InterruptedError(BaseException):
+    """A stop signal reached localnet (Ctrl-C, SIGTERM, SIGHUP).
+
+    A BaseException, like KeyboardInterrupt: raised from the signal handler wherever the
+    main thread is, it must not be taken for a failure by an ``except Exception`` on the
+    way (the crawl's, for instance) but reach :func:`localnet_command`.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -30,6 +30,7 @@ here the test is ``r < prob_drop_rw``.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -198,4 +199,7 @@ class FuzzCore:
     def _delay(self) -> float:
         # U[0, max_delay): the fixed form of Go's randomDuration (see the module docstring).
         max_delay = self.config.max_delay_s
-        return self.rng.random() * max_delay if max_delay > 0 else 0.0
+        if max_delay <= 0:
+            return 0.0
+        # random() < 1, but the product can round up to max_delay itself: keep it open.
+        return min(self.rng.random() * max_delay, math.nextafter(max_delay, 0.0))
