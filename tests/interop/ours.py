@@ -57,8 +57,11 @@ class OurHome:
         return StartProcess(tuple(args), log_path)
 
 
-def make_our_home(home: Path) -> OurHome:
-    """``cometp2p init`` a home, then relax the book and duplicate-IP checks for loopback."""
+def make_our_home(home: Path, **p2p_changes: object) -> OurHome:
+    """``cometp2p init`` a home, then relax the book and duplicate-IP checks for loopback.
+
+    ``p2p_changes`` replace further ``[p2p]`` settings (P2PConfig field names).
+    """
     done = subprocess.run(
         [sys.executable, "-m", "cometp2p", "init", "--home", str(home)],
         capture_output=True,
@@ -71,7 +74,12 @@ def make_our_home(home: Path) -> OurHome:
     config = load_config(home)
     config = dataclasses.replace(
         config,
-        p2p=dataclasses.replace(config.p2p, addr_book_strict=False, allow_duplicate_ip=True),
+        p2p=dataclasses.replace(
+            config.p2p,
+            addr_book_strict=False,
+            allow_duplicate_ip=True,
+            **p2p_changes,  # type: ignore[arg-type]
+        ),
     )
     write_config(config)
     node_id = load_node_key(config.node_key_path).node_id
