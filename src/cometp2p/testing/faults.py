@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from cometp2p.config import FuzzConnConfig
 from cometp2p.pex.addrbook import AddrBook
 from cometp2p.pex.reactor import PEXReactor
-from cometp2p.sansio.mconnection import ChannelDescriptor
+from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope, Reactor
 from cometp2p.switch.switch import Switch
@@ -262,7 +262,15 @@ class FaultNet:
         p2p = loopback_p2p_config(
             seeds=seeds, max_num_outbound_peers=self.target, seed_mode=seed_mode
         )
-        switch = make_switch([("PEX", pex), ("numbers", numbering)], moniker=f"n{i}", p2p=p2p)
+        switch = make_switch(
+            [("PEX", pex), ("numbers", numbering)],
+            moniker=f"n{i}",
+            p2p=p2p,
+            # A dropped write breaks its link only when the next frame arrives: a short ping
+            # interval makes that frame come soon, so a link whose last messages were lost is
+            # found broken (and the sender told) while `drain` waits, not 60 s later.
+            mconnection_config=MConnectionConfig(ping_interval_s=1.5, pong_timeout_s=1.0),
+        )
         if self.fuzz is not None:
             self.fuzzers.append(
                 fuzz_switch(
