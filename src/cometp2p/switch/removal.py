@@ -19,6 +19,7 @@ from cometp2p.aio.transport import RemoteAddress, Transport
 from cometp2p.errors import CometP2PError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch import admission
+from cometp2p.switch.admission import CLOSE_TIMEOUT_S
 from cometp2p.switch.consumers import PeerTasks
 from cometp2p.switch.dialer import Dialer
 from cometp2p.switch.peer import Peer, PeerSet
@@ -27,9 +28,6 @@ from cometp2p.switch.reactor import Reactor
 __all__ = ["CLOSE_TIMEOUT_S", "PeerRemover", "RemovalOwner", "finish"]
 
 logger = logging.getLogger("cometp2p.switch.switch")  # the Switch's log, as before the split
-
-CLOSE_TIMEOUT_S: Final = 1.0
-"""How long closing a socket may wait for the peer before the socket is aborted."""
 
 RECEIVE_DRAIN_TIMEOUT_S: Final = 1.0
 """How long a stopping peer's in-progress ``Reactor.receive`` calls may take to finish."""

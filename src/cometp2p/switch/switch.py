@@ -49,13 +49,10 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
-from cometp2p.aio.connection import Connection
 from cometp2p.aio.fuzz import fuzzer_from_config
 from cometp2p.aio.resolve import resolve_addresses
-from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.aio.transport import (
     DEFAULT_FILTER_TIMEOUT_S,
-    RemoteAddress,
     Transport,
     UpgradedConnection,
 )
@@ -66,7 +63,6 @@ from cometp2p.errors import (
     LocalProtocolError,
     NetAddressError,
     ReactorTooLateError,
-    RejectedError,
 )
 from cometp2p.metrics import P2PMetrics
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
@@ -79,7 +75,7 @@ from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope, Reactor
 from cometp2p.switch.reconnect import ReconnectPolicy, ReconnectSchedule
 from cometp2p.switch.registry import PeerRegistry
-from cometp2p.switch.removal import CLOSE_TIMEOUT_S, PeerRemover
+from cometp2p.switch.removal import PeerRemover
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import NodeInfo
@@ -167,6 +163,7 @@ class Switch:
         self.dialer = Dialer(self)
         self._peer_tasks = PeerTasks(self)
         self._remover = PeerRemover(self, self._peer_tasks)
+        self._admitter = admission.Admitter(self, self._peer_tasks)
         self.listen_address: tuple[str, int] | None = None
         self.self_addresses: set[NetAddress] = set()
         self.on_peer_rejected: Callable[[CometP2PError], None] | None = None
@@ -301,7 +298,7 @@ class Switch:
                 await reactor.start()
                 started.append(reactor)
             self.listen_address = await self.transport.listen(
-                host, port, self._on_inbound, self._on_rejected
+                host, port, self._admitter.on_inbound, self._admitter.on_rejected
             )
         except BaseException:
             for reactor in reversed(started):
@@ -486,109 +483,8 @@ class Switch:
 
     # ------------------------------------------------------------------ accepting
 
-    def _on_rejected(self, error: CometP2PError, peer_address: RemoteAddress) -> None:
-        logger.info("inbound peer %s:%d rejected: %s", peer_address[0], peer_address[1], error)
-        if isinstance(error, RejectedError):
-            self.dialer.cool_down(error.node_id, error)
-        if self.on_peer_rejected is not None:
-            self.on_peer_rejected(error)
-
-    async def _on_inbound(self, upgraded: UpgradedConnection) -> None:
-        try:
-            await self._add_upgraded(upgraded)
-        except CometP2PError as exc:
-            self._on_rejected(exc, upgraded.remote_address)
-
-    # ------------------------------------------------------------------ admission
-
-    async def _close_upgraded(self, secret: SecretConnection, remote: RemoteAddress) -> None:
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await secret.close()
-        except TimeoutError:
-            self.transport.abort(remote)
-        except Exception:
-            logger.debug("error closing %s:%d", *remote, exc_info=True)
-            self.transport.abort(remote)
-        finally:
-            self.transport.cleanup(remote)
-
     async def _add_upgraded(self, upgraded: UpgradedConnection) -> Peer:
-        """The admission pipeline of behaviour.md §1.8, for both directions.
-
-        Raises:
-            RejectedError: ``DUPLICATE``, ``LIMIT`` (inbound), ``FILTERED`` (a peer
-                filter, or the Switch is stopping); the socket is closed.
-        """
-        try:
-            peer = self._make_peer(upgraded)
-            await admission.run_peer_filters(
-                peer, self.peers, self.peer_filters, self.filter_timeout_s
-            )
-            # From here to peers.add there is no suspension point: the checks hold.
-            admission.check_admission(
-                peer,
-                running=self._running,
-                peers=self.peers,
-                unconditional=self.registry.unconditional,
-                inbound=self.num_peers()[1],
-                max_inbound=self.config.max_num_inbound_peers,
-            )
-            for reactor in self._reactors.values():
-                reactor.init_peer(peer)
-        except BaseException:
-            await self._close_upgraded(upgraded.secret, upgraded.remote_address)
-            raise
-        peer.connection.start()
-        self.peers.add(peer)
-        self.dialer.refusals.pop(peer.id, None)  # compatible now: the next refusal starts short
-        self.metrics.peer_added()
-        self._peer_tasks.start(peer, [desc.id for desc in self._channels])
-        logger.info(
-            "[%s] added peer %r (%s, %s)",
-            peer.id,
-            peer.node_info.moniker,
-            "outbound" if peer.is_outbound else "inbound",
-            peer.socket_address,
-        )
-        await self._announce_peer(peer)
-        return peer
-
-    def _make_peer(self, upgraded: UpgradedConnection) -> Peer:
-        """The (not yet started) Peer of an upgraded connection."""
-        info = upgraded.node_info
-        socket_address = admission.socket_address(upgraded)
-        if upgraded.outbound:
-            persistent = self.is_peer_persistent(socket_address)
-        else:
-            reported = admission.self_reported_address(info)
-            persistent = reported is not None and self.is_peer_persistent(reported)
-        connection = Connection(
-            upgraded.secret,
-            self._channels,
-            self.mconnection_config,
-            initial_plaintext=upgraded.leftover,
-        )
-        return Peer(
-            info,
-            connection,
-            outbound=upgraded.outbound,
-            persistent=persistent,
-            socket_address=socket_address,
-            metrics=self.metrics,
-        )
-
-    async def _announce_peer(self, peer: Peer) -> None:
-        """``Reactor.add_peer`` in registration order; a failure stops the peer."""
-        for reactor in self._reactors.values():
-            if not peer.is_running:
-                break
-            try:
-                await reactor.add_peer(peer)
-            except Exception as exc:
-                logger.exception("[%s] reactor %s failed in add_peer", peer.id, reactor.name)
-                await self.stop_peer_for_error(peer, exc)
-                break
+        return await self._admitter.add_upgraded(upgraded)
 
     def reactor_for_channel(self, channel_id: int) -> Reactor:
         """The reactor that declared ``channel_id``.
