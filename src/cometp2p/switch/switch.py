@@ -71,8 +71,8 @@ from cometp2p.switch.admission import PeerFilter
 from cometp2p.switch.consumers import PeerTasks
 from cometp2p.switch.dialer import AlreadyConnectedError, Dialer
 from cometp2p.switch.lifecycle import Lifecycle
-from cometp2p.switch.peer import Peer
-from cometp2p.switch.reactor import Envelope, Reactor
+from cometp2p.switch.peer import Peer, broadcast
+from cometp2p.switch.reactor import Envelope, Reactor, ReactorTable
 from cometp2p.switch.reconnect import ReconnectPolicy, ReconnectSchedule
 from cometp2p.switch.registry import PeerRegistry
 from cometp2p.switch.removal import PeerRemover
@@ -152,9 +152,10 @@ class Switch:
         self.registry = PeerRegistry()
         self.peers = self.registry.peers
         self.peer_filters: list[PeerFilter] = []
-        self._reactors: dict[str, Reactor] = {}
-        self._reactor_by_channel: dict[int, Reactor] = {}
-        self._channels: list[ChannelDescriptor] = []
+        self._reactor_table = ReactorTable()
+        self._reactors = self._reactor_table.by_name
+        self._reactor_by_channel = self._reactor_table.by_channel
+        self._channels = self._reactor_table.channels
         self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
         self._configure_transport()
         self._running = False
@@ -211,26 +212,9 @@ class Switch:
             raise ReactorTooLateError(
                 f"add_reactor must be called before the Switch starts (reactor {name!r})"
             )
-        if name in self._reactors:
-            raise LocalProtocolError(f"a reactor named {name!r} is already registered")
-        descs = reactor.get_channels()
-        seen: set[int] = set()
-        for desc in descs:
-            owner = self._reactor_by_channel.get(desc.id)
-            if owner is not None:
-                raise LocalProtocolError(
-                    f"channel {desc.id:#04x} of reactor {name!r} is already owned by "
-                    f"reactor {owner.name!r}"
-                )
-            if desc.id in seen:
-                raise LocalProtocolError(f"reactor {name!r} declares channel {desc.id:#04x} twice")
-            seen.add(desc.id)
-        for desc in descs:
-            self._channels.append(desc)
-            self._reactor_by_channel[desc.id] = reactor
+        self._reactor_table.add(name, reactor)
         reactor.name = name
         reactor.switch = self
-        self._reactors[name] = reactor
         return reactor
 
     def reactor(self, name: str) -> Reactor | None:
@@ -527,22 +511,7 @@ class Switch:
         Returns:
             ``{peer_id: queued}`` for every peer of the snapshot, in snapshot order.
         """
-        peers = self.peers.list()
-        queued: dict[NodeID, bool] = {}
-        full: list[Peer] = []
-        for peer in peers:
-            if peer.try_send(channel_id, message):
-                queued[peer.id] = True
-            elif peer.has_channel(channel_id) and peer.is_running:
-                full.append(peer)
-            else:
-                queued[peer.id] = False
-        if full:
-            waited = await asyncio.gather(
-                *(peer.send(channel_id, message, timeout_s) for peer in full)
-            )
-            queued.update((peer.id, ok) for peer, ok in zip(full, waited, strict=True))
-        return {peer.id: queued[peer.id] for peer in peers}
+        return await broadcast(self.peers.list(), channel_id, message, timeout_s)
 
     def mark_peer_as_good(self, peer: Peer) -> None:
         """Tell the address book that ``peer`` behaves well.
