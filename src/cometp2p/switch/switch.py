@@ -30,6 +30,12 @@ tasks (:mod:`.consumers`) and peer removal in Go's order (:mod:`.removal`); reac
 wait on its started/stopped events (:mod:`.lifecycle`). Its public methods keep their
 names and delegate to those parts.
 
+Background tasks (dials, reconnect loops) live in one small task set the Switch owns
+(``_spawn``): :meth:`Switch.stop` cancels and awaits all of them before it stops the
+peers. It is not an ``asyncio.TaskGroup`` on purpose: a consumer task that stops its
+own peer would then wait on the group it runs in and deadlock, so per-peer tasks stay
+with :mod:`.consumers` and each removal runs in its own stopper task (:mod:`.removal`).
+
 Use it as an async context manager::
 
     switch = Switch(config, node_key, node_info)
