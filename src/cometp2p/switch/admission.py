@@ -1,23 +1,38 @@
 """Admission of an upgraded connection into the Switch (behaviour.md §1.8).
 
 One job: decide whether a peer that passed the upgrade pipeline may join the peer set,
-and work out its addresses. Pure functions plus the (async) peer-filter run; the Switch
-calls them from its admission pipeline and owns everything else.
+and work out its addresses. Pure functions plus the (async) peer-filter run, and the
+:class:`Admitter`, the pipeline that uses them: the Switch owns one and hands it every
+upgraded connection, inbound and outbound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Final, Protocol
 
-from cometp2p.aio.transport import UpgradedConnection
-from cometp2p.errors import NetAddressError, RejectedError, RejectReason
+from cometp2p.aio.connection import Connection
+from cometp2p.aio.secret_connection import SecretConnection
+from cometp2p.aio.transport import RemoteAddress, Transport, UpgradedConnection
+from cometp2p.config import P2PConfig
+from cometp2p.errors import CometP2PError, NetAddressError, RejectedError, RejectReason
+from cometp2p.metrics import P2PMetrics
+from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
+from cometp2p.switch.consumers import PeerTasks
+from cometp2p.switch.dialer import Dialer
 from cometp2p.switch.peer import Peer, PeerSet
+from cometp2p.switch.reactor import Reactor
+from cometp2p.switch.registry import PeerRegistry
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import NodeInfo
 
 __all__ = [
+    "CLOSE_TIMEOUT_S",
+    "AdmissionOwner",
+    "Admitter",
     "PeerFilter",
     "check_admission",
     "host_port",
@@ -25,6 +40,8 @@ __all__ = [
     "self_reported_address",
     "socket_address",
 ]
+
+logger = logging.getLogger("cometp2p.switch.switch")  # the Switch's log, as before the split
 
 PeerFilter = Callable[[PeerSet, Peer], Awaitable[None]]
 """``async filter(peers, new_peer)``; raise any exception to refuse the peer."""
@@ -111,3 +128,152 @@ async def run_peer_filters(
         ) from exc
     except Exception as exc:
         raise RejectedError(RejectReason.FILTERED, str(exc), node_id=peer.id) from exc
+
+
+CLOSE_TIMEOUT_S: Final = 1.0
+"""How long closing a socket may wait for the peer before the socket is aborted."""
+
+
+class AdmissionOwner(Protocol):
+    """What the admission pipeline needs of the Switch that owns it."""
+
+    config: P2PConfig
+    metrics: P2PMetrics
+    transport: Transport
+    peers: PeerSet
+    peer_filters: list[PeerFilter]
+    filter_timeout_s: float
+    registry: PeerRegistry
+    dialer: Dialer
+    on_peer_rejected: Callable[[CometP2PError], None] | None
+    _running: bool
+    _reactors: dict[str, Reactor]
+    _channels: list[ChannelDescriptor]
+
+    @property
+    def mconnection_config(self) -> MConnectionConfig: ...
+
+    def is_peer_persistent(self, address: NetAddress) -> bool: ...
+
+    def num_peers(self) -> tuple[int, int, int]: ...
+
+    async def stop_peer_for_error(self, peer: Peer, reason: BaseException) -> None: ...
+
+
+class Admitter:
+    """The admission pipeline of one Switch: an upgraded connection becomes a started
+    peer known to every reactor, or is closed with the reason logged.
+
+    Args:
+        owner: the Switch.
+        peer_tasks: where the new peer's consumer tasks are started.
+    """
+
+    def __init__(self, owner: AdmissionOwner, peer_tasks: PeerTasks) -> None:
+        self._owner = owner
+        self._peer_tasks = peer_tasks
+
+    def on_rejected(self, error: CometP2PError, peer_address: RemoteAddress) -> None:
+        """Log a refused connection, cool its ID down if incompatible, tell the owner."""
+        logger.info("inbound peer %s:%d rejected: %s", peer_address[0], peer_address[1], error)
+        if isinstance(error, RejectedError):
+            self._owner.dialer.cool_down(error.node_id, error)
+        if self._owner.on_peer_rejected is not None:
+            self._owner.on_peer_rejected(error)
+
+    async def on_inbound(self, upgraded: UpgradedConnection) -> None:
+        """Admit an inbound connection; a refusal goes to :meth:`on_rejected`."""
+        try:
+            await self.add_upgraded(upgraded)
+        except CometP2PError as exc:
+            self.on_rejected(exc, upgraded.remote_address)
+
+    async def _close_upgraded(self, secret: SecretConnection, remote: RemoteAddress) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await secret.close()
+        except TimeoutError:
+            self._owner.transport.abort(remote)
+        except Exception:
+            logger.debug("error closing %s:%d", *remote, exc_info=True)
+            self._owner.transport.abort(remote)
+        finally:
+            self._owner.transport.cleanup(remote)
+
+    async def add_upgraded(self, upgraded: UpgradedConnection) -> Peer:
+        """The admission pipeline of behaviour.md §1.8, for both directions.
+
+        Raises:
+            RejectedError: ``DUPLICATE``, ``LIMIT`` (inbound), ``FILTERED`` (a peer
+                filter, or the Switch is stopping); the socket is closed.
+        """
+        try:
+            peer = self._make_peer(upgraded)
+            await run_peer_filters(
+                peer, self._owner.peers, self._owner.peer_filters, self._owner.filter_timeout_s
+            )
+            # From here to peers.add there is no suspension point: the checks hold.
+            check_admission(
+                peer,
+                running=self._owner._running,
+                peers=self._owner.peers,
+                unconditional=self._owner.registry.unconditional,
+                inbound=self._owner.num_peers()[1],
+                max_inbound=self._owner.config.max_num_inbound_peers,
+            )
+            for reactor in self._owner._reactors.values():
+                reactor.init_peer(peer)
+        except BaseException:
+            await self._close_upgraded(upgraded.secret, upgraded.remote_address)
+            raise
+        peer.connection.start()
+        self._owner.peers.add(peer)
+        # Compatible now: the next incompatible refusal starts a short cooldown again.
+        self._owner.dialer.refusals.pop(peer.id, None)
+        self._owner.metrics.peer_added()
+        self._peer_tasks.start(peer, [desc.id for desc in self._owner._channels])
+        logger.info(
+            "[%s] added peer %r (%s, %s)",
+            peer.id,
+            peer.node_info.moniker,
+            "outbound" if peer.is_outbound else "inbound",
+            peer.socket_address,
+        )
+        await self._announce_peer(peer)
+        return peer
+
+    def _make_peer(self, upgraded: UpgradedConnection) -> Peer:
+        """The (not yet started) Peer of an upgraded connection."""
+        info = upgraded.node_info
+        address = socket_address(upgraded)
+        if upgraded.outbound:
+            persistent = self._owner.is_peer_persistent(address)
+        else:
+            reported = self_reported_address(info)
+            persistent = reported is not None and self._owner.is_peer_persistent(reported)
+        connection = Connection(
+            upgraded.secret,
+            self._owner._channels,
+            self._owner.mconnection_config,
+            initial_plaintext=upgraded.leftover,
+        )
+        return Peer(
+            info,
+            connection,
+            outbound=upgraded.outbound,
+            persistent=persistent,
+            socket_address=address,
+            metrics=self._owner.metrics,
+        )
+
+    async def _announce_peer(self, peer: Peer) -> None:
+        """``Reactor.add_peer`` in registration order; a failure stops the peer."""
+        for reactor in self._owner._reactors.values():
+            if not peer.is_running:
+                break
+            try:
+                await reactor.add_peer(peer)
+            except Exception as exc:
+                logger.exception("[%s] reactor %s failed in add_peer", peer.id, reactor.name)
+                await self._owner.stop_peer_for_error(peer, exc)
+                break

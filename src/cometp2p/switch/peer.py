@@ -8,9 +8,10 @@ per-channel histogram of how long a blocking send waited for room in the send qu
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
@@ -24,7 +25,7 @@ from cometp2p.wire.nodeinfo import NodeInfo
 if TYPE_CHECKING:
     from cometp2p.metrics import P2PMetrics
 
-__all__ = ["Peer", "PeerSet"]
+__all__ = ["Peer", "PeerSet", "broadcast"]
 
 
 class Peer:
@@ -201,3 +202,22 @@ class PeerSet:
 
     def __iter__(self) -> Iterator[Peer]:
         return iter(list(self._peers.values()))
+
+
+async def broadcast(
+    peers: Sequence[Peer], channel_id: int, message: bytes, timeout_s: float
+) -> dict[NodeID, bool]:
+    """Send ``message`` to ``peers`` concurrently: see :meth:`Switch.broadcast`."""
+    queued: dict[NodeID, bool] = {}
+    full: list[Peer] = []
+    for peer in peers:
+        if peer.try_send(channel_id, message):
+            queued[peer.id] = True
+        elif peer.has_channel(channel_id) and peer.is_running:
+            full.append(peer)
+        else:
+            queued[peer.id] = False
+    if full:
+        waited = await asyncio.gather(*(peer.send(channel_id, message, timeout_s) for peer in full))
+        queued.update((peer.id, ok) for peer, ok in zip(full, waited, strict=True))
+    return {peer.id: queued[peer.id] for peer in peers}

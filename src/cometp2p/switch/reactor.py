@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import Message
 
+from cometp2p.errors import LocalProtocolError
 from cometp2p.sansio.mconnection import ChannelDescriptor
 
 if TYPE_CHECKING:
     from cometp2p.switch.lifecycle import SwitchHandle
     from cometp2p.switch.peer import Peer
 
-__all__ = ["Envelope", "Reactor"]
+__all__ = ["Envelope", "Reactor", "ReactorTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +91,44 @@ class Reactor:
         Messages of one channel from one peer arrive in order; a slow ``receive`` delays
         only that channel of that peer.
         """
+
+
+class ReactorTable:
+    """The Switch's reactors by name and by channel, in registration order.
+
+    Attributes:
+        by_name: reactors by name.
+        by_channel: the reactor that declared each channel ID.
+        channels: every declared channel, in registration order.
+    """
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Reactor] = {}
+        self.by_channel: dict[int, Reactor] = {}
+        self.channels: list[ChannelDescriptor] = []
+
+    def add(self, name: str, reactor: Reactor) -> None:
+        """Register ``reactor`` under ``name`` with its channels (nothing changes on error).
+
+        Raises:
+            LocalProtocolError: a channel ID is already owned by another reactor (or
+                declared twice by this one), or the name is taken.
+        """
+        if name in self.by_name:
+            raise LocalProtocolError(f"a reactor named {name!r} is already registered")
+        descs = reactor.get_channels()
+        seen: set[int] = set()
+        for desc in descs:
+            owner = self.by_channel.get(desc.id)
+            if owner is not None:
+                raise LocalProtocolError(
+                    f"channel {desc.id:#04x} of reactor {name!r} is already owned by "
+                    f"reactor {owner.name!r}"
+                )
+            if desc.id in seen:
+                raise LocalProtocolError(f"reactor {name!r} declares channel {desc.id:#04x} twice")
+            seen.add(desc.id)
+        for desc in descs:
+            self.channels.append(desc)
+            self.by_channel[desc.id] = reactor
+        self.by_name[name] = reactor
