@@ -36,7 +36,7 @@ from cometp2p.wire.proto.tendermint.p2p import pex_pb2, types_pb2
 
 NETWORK_SIZE = 30
 OUTBOUND_TARGET = 8
-CONVERGE_TIMEOUT_S = 25.0
+CONVERGE_TIMEOUT_S = 60.0  # typically 1-3 s; bounded generously for a loaded CI machine
 STEP_TIMEOUT_S = 10.0
 
 
