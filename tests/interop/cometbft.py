@@ -247,6 +247,10 @@ class CometBFTNode:
 
     start_args: tuple[str, ...] = ("--proxy_app=kvstore",)
     """Flags ``start`` always passes (subclasses for other node versions change them)."""
+    config_key_separator: str = "_"
+    """How config.toml spells multi-word keys (tendermint v0.35: ``-``)."""
+    seeds_key: str = "seeds"
+    """The ``[p2p]`` key :meth:`configure` writes ``seeds`` to (v0.35: ``bootstrap-peers``)."""
 
     def __init__(self, binary: Path, home: Path, *, p2p_port: int, rpc_port: int) -> None:
         self.binary = binary
@@ -359,31 +363,36 @@ class CometBFTNode:
             timeout_commit: consensus ``timeout_commit`` (Go duration string).
             log_level: CometBFT ``log_level``.
             overrides: extra keys per section, e.g. ``{"p2p": {"max_num_inbound_peers": 2}}``;
-                section ``""`` is the top level.
+                section ``""`` is the top level. Written as given (no key respelling).
         """
         config: dict[str, Any] = tomllib.loads(self.config_path.read_text())
+        sep = self.config_key_separator
+
+        def key(name: str) -> str:
+            return name.replace("_", sep)
+
         p2p = config["p2p"]
         rpc = config["rpc"]
-        config["proxy_app"] = "kvstore"
-        config["log_level"] = log_level
+        config[key("proxy_app")] = "kvstore"
+        config[key("log_level")] = log_level
         if moniker is not None:
             config["moniker"] = moniker
         rpc["laddr"] = f"tcp://{LOOPBACK}:{self.rpc_port}"
-        rpc["pprof_laddr"] = ""
-        rpc["grpc_laddr"] = ""
+        rpc[key("pprof_laddr")] = ""
+        rpc[key("grpc_laddr")] = ""
         if rpc_unsafe is not None:
             rpc["unsafe"] = rpc_unsafe
         p2p["laddr"] = f"tcp://{LOOPBACK}:{self.p2p_port}"
-        p2p["addr_book_strict"] = False
-        p2p["allow_duplicate_ip"] = True
+        p2p[key("addr_book_strict")] = False
+        p2p[key("allow_duplicate_ip")] = True
         if persistent_peers is not None:
-            p2p["persistent_peers"] = ",".join(persistent_peers)
+            p2p[key("persistent_peers")] = ",".join(persistent_peers)
         if seeds is not None:
-            p2p["seeds"] = ",".join(seeds)
+            p2p[self.seeds_key] = ",".join(seeds)
         if pex is not None:
             p2p["pex"] = pex
         config["instrumentation"]["prometheus"] = False
-        config["consensus"]["timeout_commit"] = timeout_commit
+        config["consensus"][key("timeout_commit")] = timeout_commit
         for section, values in (overrides or {}).items():
             target = config if section == "" else config.setdefault(section, {})
             target.update(values)

@@ -19,12 +19,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
-
-import tomli_w
 
 from cometp2p.crypto.keys import load_node_key
 from cometp2p.fileio import atomic_write_bytes
@@ -162,55 +159,13 @@ class Tendermint035Node(CometBFTNode):
     """A tendermint v0.35 node: hyphenated config keys, ``{node_id, url}`` peers."""
 
     start_args = ("--proxy-app=kvstore",)
+    config_key_separator = "-"
+    seeds_key = "bootstrap-peers"
 
     @property
     def node_id(self) -> str:
         """The node ID, from ``node_key.json``."""
         return load_node_key(self.node_key_path).node_id
-
-    def configure(
-        self,
-        *,
-        moniker: str | None = None,
-        persistent_peers: Sequence[str] | None = None,
-        seeds: Sequence[str] | None = None,
-        pex: bool | None = None,
-        rpc_unsafe: bool | None = None,
-        timeout_commit: str = "200ms",
-        log_level: str = "info",
-        overrides: Mapping[str, Mapping[str, object]] | None = None,
-    ) -> None:
-        """Rewrite config.toml for a loopback test node (v0.35 keys).
-
-        As :meth:`CometBFTNode.configure`; ``seeds`` go to ``bootstrap-peers``.
-        """
-        config: dict[str, Any] = tomllib.loads(self.config_path.read_text())
-        p2p = config["p2p"]
-        rpc = config["rpc"]
-        config["proxy-app"] = "kvstore"
-        config["log-level"] = log_level
-        if moniker is not None:
-            config["moniker"] = moniker
-        rpc["laddr"] = f"tcp://{LOOPBACK}:{self.rpc_port}"
-        rpc["pprof-laddr"] = ""
-        rpc["grpc-laddr"] = ""
-        if rpc_unsafe is not None:
-            rpc["unsafe"] = rpc_unsafe
-        p2p["laddr"] = f"tcp://{LOOPBACK}:{self.p2p_port}"
-        p2p["addr-book-strict"] = False
-        p2p["allow-duplicate-ip"] = True
-        if persistent_peers is not None:
-            p2p["persistent-peers"] = ",".join(persistent_peers)
-        if seeds is not None:
-            p2p["bootstrap-peers"] = ",".join(seeds)
-        if pex is not None:
-            p2p["pex"] = pex
-        config["instrumentation"]["prometheus"] = False
-        config["consensus"]["timeout-commit"] = timeout_commit
-        for section, values in (overrides or {}).items():
-            target = config if section == "" else config.setdefault(section, {})
-            target.update(values)
-        atomic_write_bytes(self.config_path, tomli_w.dumps(config).encode())
 
     def peer_ids(self) -> set[str]:
         """``/net_info`` peer IDs (v0.35 lists ``{node_id, url}``)."""
