@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from interop.cometbft import JSONObject, cache_root, file_lock
+from interop.cometbft import JSONObject
+from interop.gobuild import build_go_module, module_hash
 
 __all__ = [
     "GOHARNESS_DIR",
@@ -47,53 +44,19 @@ class GoHarnessError(Exception):
 
 def source_hash() -> str:
     """SHA-256 over go.mod, go.sum and every ``*.go`` file (names and contents)."""
-    digest = hashlib.sha256()
-    files = [GOHARNESS_DIR / "go.mod", GOHARNESS_DIR / "go.sum", *GOHARNESS_DIR.glob("*.go")]
-    for path in sorted(files):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes())
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return module_hash(GOHARNESS_DIR)
 
 
 def ensure_goharness_binary(timeout_s: float = BUILD_TIMEOUT_S) -> Path:
     """Return a goharness binary built from the current sources.
 
-    Cached as ``<cache>/goharness/<hash>/goharness``, keyed by :func:`source_hash`; built
-    with ``go build`` under a file lock, into a temporary name then renamed.
+    Cached as ``<cache>/goharness/<hash>/goharness``, keyed by :func:`source_hash`
+    (:func:`interop.gobuild.build_go_module`).
 
     Raises:
         GoHarnessError: if ``go`` is missing or the build fails or times out.
     """
-    key = source_hash()[:16]
-    out_dir = cache_root() / "goharness" / key
-    binary = out_dir / "goharness"
-    if binary.is_file():
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise GoHarnessError("go is not on PATH: cannot build the Go harness")
-    with file_lock(out_dir.parent / f"{key}.lock", timeout_s):
-        if binary.is_file():
-            return binary
-        out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f"goharness.{os.getpid()}.partial"
-        try:
-            done = subprocess.run(
-                [go, "build", "-o", str(partial), "."],
-                cwd=GOHARNESS_DIR,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise GoHarnessError(f"go build of the harness exceeded {timeout_s:.0f} s") from exc
-        if done.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise GoHarnessError(f"go build of the harness failed:\n{done.stderr[-4000:]}")
-        os.replace(partial, binary)
-    return binary
+    return build_go_module(GOHARNESS_DIR, "goharness", GoHarnessError, timeout_s=timeout_s)
 
 
 def payload(size: int) -> bytes:

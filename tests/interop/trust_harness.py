@@ -8,15 +8,12 @@ parallel sessions build it once.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Final
 
-from interop.cometbft import cache_root, file_lock
+from interop.gobuild import build_go_module
 
 __all__ = ["TRUSTHARNESS_DIR", "TrustHarnessError", "ensure_trustharness_binary", "run_mode"]
 
@@ -30,55 +27,22 @@ class TrustHarnessError(Exception):
     """The trust harness could not be built, or failed on its input."""
 
 
-def _source_hash() -> str:
-    digest = hashlib.sha256()
-    files = [TRUSTHARNESS_DIR / "go.mod", TRUSTHARNESS_DIR / "go.sum"]
-    for path in sorted([*files, *TRUSTHARNESS_DIR.glob("*.go")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def ensure_trustharness_binary(timeout_s: float = BUILD_TIMEOUT_S) -> Path:
     """Return a trustharness binary built from the current sources.
 
-    Cached as ``<cache>/trustharness/<hash>/trustharness``; ``go build`` with
-    ``GOFLAGS=-mod=mod`` runs under a file lock, writes a temporary name, then renames.
+    Cached as ``<cache>/trustharness/<hash>/trustharness`` and built with
+    ``GOFLAGS=-mod=mod`` (:func:`interop.gobuild.build_go_module`).
 
     Raises:
         TrustHarnessError: if ``go`` is missing or the build fails or times out.
     """
-    key = _source_hash()[:16]
-    out_dir = cache_root() / "trustharness" / key
-    binary = out_dir / "trustharness"
-    if binary.is_file():
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise TrustHarnessError("go is not on PATH: cannot build the trust harness")
-    with file_lock(out_dir.parent / f"{key}.lock", timeout_s):
-        if binary.is_file():
-            return binary
-        out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f"trustharness.{os.getpid()}.partial"
-        env = {**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off"}
-        try:
-            done = subprocess.run(
-                [go, "build", "-o", str(partial), "."],
-                cwd=TRUSTHARNESS_DIR,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            msg = f"go build of the trust harness exceeded {timeout_s:.0f} s"
-            raise TrustHarnessError(msg) from exc
-        if done.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise TrustHarnessError(f"go build of the trust harness failed:\n{done.stderr[-4000:]}")
-        os.replace(partial, binary)
-    return binary
+    return build_go_module(
+        TRUSTHARNESS_DIR,
+        "trustharness",
+        TrustHarnessError,
+        timeout_s=timeout_s,
+        env={"GOFLAGS": "-mod=mod", "GOWORK": "off"},
+    )
 
 
 def run_mode(binary: Path, mode: str, document: object | bytes) -> object:
