@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
+from cometp2p.aio.resolve import resolve_address
 from cometp2p.crypto.keys import NodeKey
-from cometp2p.switch import dialer as dialer_module
 from cometp2p.switch.reactor import Envelope
 from cometp2p.switch.tasks import TaskSupervisor
 from cometp2p.testing.echo import ECHO_CHANNEL, EchoReactor
@@ -65,7 +65,7 @@ async def test_stop_leaves_no_task_of_the_switch_running() -> None:
         await a.stop()
         await b.stop()
     after = asyncio.all_tasks() - before
-    after.discard(asyncio.current_task())  # type: ignore[arg-type]
+    after.discard(asyncio.current_task())
     assert _running(after) == []
 
 
@@ -95,15 +95,14 @@ async def test_an_exception_escaping_a_background_task_is_logged_and_the_switch_
     ra, rb, rc, rd = (EchoReactor() for _ in range(4))
     a = make_switch([("echo", ra)], moniker="a")
     b, c, d = (make_switch([("echo", r)]) for r in (rb, rc, rd))
-    resolve = dialer_module.resolve_address
     broken: set[str] = set()
 
     async def flaky_resolve(item: str | NetAddress) -> NetAddress:
         if str(item) in broken:
             raise RuntimeError("unexpected bug in a dial task")
-        return await resolve(item)
+        return await resolve_address(item)
 
-    monkeypatch.setattr(dialer_module, "resolve_address", flaky_resolve)
+    monkeypatch.setattr("cometp2p.switch.dialer.resolve_address", flaky_resolve)
     caplog.set_level(logging.ERROR, logger="cometp2p.switch.switch")
     async with a, b, c, d, asyncio.timeout(15):
         first = await a.dial_peer_with_address(switch_address(b))
