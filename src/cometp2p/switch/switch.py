@@ -366,7 +366,8 @@ class Switch:
         """Dial each address in the background, in random order, each after a random wait.
 
         Our own ID and listen address are skipped. Errors are logged; a persistent
-        address that fails starts its reconnect loop.
+        address that fails starts its reconnect loop. While the Switch is not running
+        nothing is dialed (the dial tasks would have no TaskGroup to run in).
 
         Raises:
             NetAddressError: a string is not a valid address (nothing is dialed then);
