@@ -79,65 +79,68 @@ class P2PMetrics:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        common = {
-            "namespace": namespace,
-            "subsystem": "p2p",
-            "registry": self.registry,
-        }
-        self.peers = Gauge(
-            "peers",
-            "Number of peers.",
-            ["chain_id"],
-            **common,  # type: ignore[arg-type]
-        ).labels(chain_id)
-        self.peer_receive_bytes_total = Counter(
-            "peer_receive_bytes",
-            "Number of bytes received from a given peer.",
-            ["chain_id", "peer_id", "chID"],
-            **common,  # type: ignore[arg-type]
+        self._namespace = namespace
+        self.peers = self._gauge("peers", "Number of peers.").labels(chain_id)
+        self.peer_receive_bytes_total = self._counter(
+            "peer_receive_bytes", "Number of bytes received from a given peer.", "peer_id", "chID"
         )
-        self.peer_send_bytes_total = Counter(
-            "peer_send_bytes",
-            "Number of bytes sent to a given peer.",
-            ["chain_id", "peer_id", "chID"],
-            **common,  # type: ignore[arg-type]
+        self.peer_send_bytes_total = self._counter(
+            "peer_send_bytes", "Number of bytes sent to a given peer.", "peer_id", "chID"
         )
-        self.peer_pending_send_bytes = Gauge(
+        self.peer_pending_send_bytes = self._gauge(
             "peer_pending_send_bytes",
             "Number of pending messages queued for a given peer.",
-            ["chain_id", "peer_id"],
-            **common,  # type: ignore[arg-type]
+            "peer_id",
         )
-        self.message_receive_bytes_total = Counter(
+        self.message_receive_bytes_total = self._counter(
             "message_receive_bytes",
             "Number of bytes of each message type received.",
-            ["chain_id", "message_type"],
-            **common,  # type: ignore[arg-type]
+            "message_type",
         )
-        self.message_send_bytes_total = Counter(
-            "message_send_bytes",
-            "Number of bytes of each message type sent.",
-            ["chain_id", "message_type"],
-            **common,  # type: ignore[arg-type]
+        self.message_send_bytes_total = self._counter(
+            "message_send_bytes", "Number of bytes of each message type sent.", "message_type"
         )
-        self.num_txs = Gauge(
+        self.num_txs = self._gauge(
             "num_txs",
             "Number of transactions submitted by each peer (declared, never set, as in v0.38).",
-            ["chain_id", "peer_id"],
-            **common,  # type: ignore[arg-type]
+            "peer_id",
         )
         self.send_queue_latency_seconds = Histogram(
             "send_queue_latency_seconds",
             "Time a send waited for room in a channel's send queue (seconds).",
             ["chain_id", "chID"],
             buckets=_QUEUE_LATENCY_BUCKETS,
-            **common,  # type: ignore[arg-type]
+            namespace=namespace,
+            subsystem="p2p",
+            registry=self.registry,
         )
         self._chain_id = chain_id
         self._sent: _ChildCache = {}
         self._received: _ChildCache = {}
         self._sent_types: dict[str, _Inc] = {}
         self._received_types: dict[str, _Inc] = {}
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        """A ``<namespace>_p2p_<name>`` counter labelled ``chain_id`` and ``labels``."""
+        return Counter(
+            name,
+            documentation,
+            ["chain_id", *labels],
+            namespace=self._namespace,
+            subsystem="p2p",
+            registry=self.registry,
+        )
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        """A ``<namespace>_p2p_<name>`` gauge labelled ``chain_id`` and ``labels``."""
+        return Gauge(
+            name,
+            documentation,
+            ["chain_id", *labels],
+            namespace=self._namespace,
+            subsystem="p2p",
+            registry=self.registry,
+        )
 
     def peer_added(self) -> None:
         """One more peer."""

@@ -368,50 +368,15 @@ class Transport:
         if self._closed:
             _abort_writer(writer)
             return
-        cap = self.max_incoming_handshakes
-        if cap > 0 and self._in_handshake >= cap:
-            _abort_writer(writer)
-            reject(
-                RejectedError(
-                    RejectReason.LIMIT,
-                    f"{self._in_handshake} inbound connections already in handshake "
-                    f"(cap {cap}); {remote[0]}:{remote[1]} closed",
-                )
-            )
-            return
         ip = _normalise_ip(remote[0])
-        per_ip = self.max_incoming_handshakes_per_ip
-        held = self._in_handshake_by_ip.get(ip, 0)
-        if per_ip > 0 and held >= per_ip:
+        refusal = self._handshake_slot_refusal(remote, ip)
+        if refusal is not None:
             _abort_writer(writer)
-            reject(
-                RejectedError(
-                    RejectReason.LIMIT,
-                    f"{held} inbound connections from {ip} already in handshake "
-                    f"(cap {per_ip} per IP); {remote[0]}:{remote[1]} closed",
-                )
-            )
+            reject(refusal)
             return
-        self._in_handshake += 1
-        self._in_handshake_by_ip[ip] = held + 1
-        try:
-            upgraded = await self.upgrade(reader, writer, dialed=None)
-        except CometP2PError as exc:
-            reject(exc)
+        upgraded = await self._upgrade_inbound(reader, writer, remote, ip, reject)
+        if upgraded is None:
             return
-        except Exception as exc:  # a bug below us must not kill the accept loop
-            logger.exception("inbound upgrade from %s:%d failed", remote[0], remote[1])
-            _abort_writer(writer)
-            self.cleanup(remote)
-            reject(RejectedError(RejectReason.AUTH_FAILURE, f"upgrade failed: {exc!r}"))
-            return
-        finally:
-            self._in_handshake -= 1
-            left = self._in_handshake_by_ip.get(ip, 1) - 1
-            if left > 0:
-                self._in_handshake_by_ip[ip] = left
-            else:
-                self._in_handshake_by_ip.pop(ip, None)
         if self._closed:
             await close_writer(writer)
             self.cleanup(remote)
@@ -427,6 +392,55 @@ class Transport:
             logger.exception("handling inbound peer %s failed", upgraded.node_info.node_id)
             await close_writer(writer)
             self.cleanup(remote)
+
+    def _handshake_slot_refusal(self, remote: RemoteAddress, ip: str) -> RejectedError | None:
+        """``LIMIT`` if the handshake cap, overall or for ``ip``, is reached; else ``None``."""
+        cap = self.max_incoming_handshakes
+        if cap > 0 and self._in_handshake >= cap:
+            return RejectedError(
+                RejectReason.LIMIT,
+                f"{self._in_handshake} inbound connections already in handshake "
+                f"(cap {cap}); {remote[0]}:{remote[1]} closed",
+            )
+        per_ip = self.max_incoming_handshakes_per_ip
+        held = self._in_handshake_by_ip.get(ip, 0)
+        if per_ip > 0 and held >= per_ip:
+            return RejectedError(
+                RejectReason.LIMIT,
+                f"{held} inbound connections from {ip} already in handshake "
+                f"(cap {per_ip} per IP); {remote[0]}:{remote[1]} closed",
+            )
+        return None
+
+    async def _upgrade_inbound(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        remote: RemoteAddress,
+        ip: str,
+        reject: Callable[[CometP2PError], None],
+    ) -> UpgradedConnection | None:
+        """Upgrade holding a handshake slot (overall and for ``ip``); ``None``: refused."""
+        self._in_handshake += 1
+        self._in_handshake_by_ip[ip] = self._in_handshake_by_ip.get(ip, 0) + 1
+        try:
+            return await self.upgrade(reader, writer, dialed=None)
+        except CometP2PError as exc:
+            reject(exc)
+            return None
+        except Exception as exc:  # a bug below us must not kill the accept loop
+            logger.exception("inbound upgrade from %s:%d failed", remote[0], remote[1])
+            _abort_writer(writer)
+            self.cleanup(remote)
+            reject(RejectedError(RejectReason.AUTH_FAILURE, f"upgrade failed: {exc!r}"))
+            return None
+        finally:
+            self._in_handshake -= 1
+            left = self._in_handshake_by_ip.get(ip, 1) - 1
+            if left > 0:
+                self._in_handshake_by_ip[ip] = left
+            else:
+                self._in_handshake_by_ip.pop(ip, None)
 
     async def close(self) -> None:
         """Stop accepting and abort every inbound socket still in the upgrade pipeline.

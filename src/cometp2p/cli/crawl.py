@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from cometp2p.crawler import Crawler, CrawlProgress, CrawlResult
+    from cometp2p.crawler import CrawlConfig, Crawler, CrawlProgress, CrawlResult
     from cometp2p.crawler.crawler import IPNetwork
     from cometp2p.crawler.report import CrawlFiles
     from cometp2p.wire.netaddress import NetAddress
@@ -223,27 +223,14 @@ def crawl_command(
     rounds: int,
 ) -> None:
     """Crawl a CometBFT network from SEEDS (id@host:port) through handshakes and PEX."""
-    from rich.markup import escape
-
-    from cometp2p.config import load_chain_id, resolve_home
-    from cometp2p.crawler import CrawlConfig, Crawler
-    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
+    from cometp2p.crawler import CrawlConfig
 
     console = make_console()
     allowed = _networks(allow_net)
     with cli_errors():
-        if home is not None and not resolve_home(home).is_dir():
-            raise ConfigError(
-                f"home {resolve_home(home)} does not exist: pass an existing --home "
-                "(its config/genesis.json gives the network), or none"
-            )
+        _check_home(home)
         seed_addrs = parse_seeds(seeds)
-        config = load_home_config(home)
-        from_genesis = load_chain_id(config.home, config.genesis_file)
-        if from_genesis is not None and network is not None and network != from_genesis:
-            raise ConfigError(
-                f"--network {network!r} disagrees with {config.genesis_path} ({from_genesis!r})"
-            )
+        chain_id = _chain_id(home, network)
         crawl_config = CrawlConfig(
             concurrency=concurrency,
             timeout_s=timeout_s,
@@ -251,36 +238,89 @@ def crawl_command(
             max_duration_s=max_duration_s,
             allowed_networks=allowed,
         )
-        if rounds > 1:
-            from cometp2p.seed.rounds import crawl_rounds
-
-            result = run_event_loop(
-                crawl_rounds(
-                    from_genesis or network,
-                    seed_addrs,
-                    crawl_config,
-                    rounds,
-                    on_round=lambda r: console.print(
-                        f"round {r.number}: {r.stats.visited} visited, {r.stats.reached} "
-                        f"reached, {r.stats.new_nodes} new nodes, {r.stats.elapsed_s:.1f} s"
-                    ),
-                )
-            )
-        else:
-            crawler = Crawler(from_genesis or network, crawl_config)
-            result = run_event_loop(run_crawl(crawler, seed_addrs, console))
+        result = _crawl(chain_id, seed_addrs, crawl_config, rounds, console)
         console.print(summary_table(result))
-        if png and not plot_available():
-            console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
-            png = False
-        files = write_crawl_files(
-            result, out_dir, now=datetime.now(UTC), png=png, rng=random.Random()
-        )
-        print_files(console, files)
+        files = _write_files(console, result, out_dir, png)
     if not result.reached:
         raise click.ClickException(
             f"no node of {result.network} was reachable (see {files.network_json})"
         )
+
+
+def _check_home(home: str | None) -> None:
+    """Refuse a ``--home`` that does not exist (its genesis.json would be missed).
+
+    Raises:
+        ConfigError: ``home`` is given and is not a directory.
+    """
+    from cometp2p.config import resolve_home
+
+    if home is not None and not resolve_home(home).is_dir():
+        raise ConfigError(
+            f"home {resolve_home(home)} does not exist: pass an existing --home "
+            "(its config/genesis.json gives the network), or none"
+        )
+
+
+def _chain_id(home: str | None, network: str | None) -> str | None:
+    """The chain ID to crawl: the home's genesis.json's, else ``--network`` (else ``None``:
+    the seeds').
+
+    Raises:
+        ConfigError: ``--network`` disagrees with genesis.json, or the config is invalid.
+    """
+    from cometp2p.config import load_chain_id
+
+    config = load_home_config(home)
+    from_genesis = load_chain_id(config.home, config.genesis_file)
+    if from_genesis is not None and network is not None and network != from_genesis:
+        raise ConfigError(
+            f"--network {network!r} disagrees with {config.genesis_path} ({from_genesis!r})"
+        )
+    return from_genesis or network
+
+
+def _crawl(
+    chain_id: str | None,
+    seeds: list[NetAddress],
+    crawl_config: CrawlConfig,
+    rounds: int,
+    console: Console,
+) -> CrawlResult:
+    """One crawl with the live table, or ``rounds`` rounds with a line per round."""
+    from cometp2p.crawler import Crawler
+
+    if rounds > 1:
+        from cometp2p.seed.rounds import crawl_rounds
+
+        return run_event_loop(
+            crawl_rounds(
+                chain_id,
+                seeds,
+                crawl_config,
+                rounds,
+                on_round=lambda r: console.print(
+                    f"round {r.number}: {r.stats.visited} visited, {r.stats.reached} "
+                    f"reached, {r.stats.new_nodes} new nodes, {r.stats.elapsed_s:.1f} s"
+                ),
+            )
+        )
+    crawler = Crawler(chain_id, crawl_config)
+    return run_event_loop(run_crawl(crawler, seeds, console))
+
+
+def _write_files(console: Console, result: CrawlResult, out_dir: Path, png: bool) -> CrawlFiles:
+    """Write network.json, addrbook.json and (with the plot extra) network.png."""
+    from rich.markup import escape
+
+    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
+
+    if png and not plot_available():
+        console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
+        png = False
+    files = write_crawl_files(result, out_dir, now=datetime.now(UTC), png=png, rng=random.Random())
+    print_files(console, files)
+    return files
 
 
 COMMANDS: tuple[click.Command, ...] = (crawl_command,)

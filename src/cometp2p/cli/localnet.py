@@ -437,10 +437,6 @@ def localnet_command(
     stop every node; so does localnet dying (each node stops with its parent).
     """
     from rich.console import Console
-    from rich.live import Live
-    from rich.markup import escape
-
-    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
 
     console = Console(highlight=False)
     with cli_errors():
@@ -449,68 +445,124 @@ def localnet_command(
         log_dir = out_dir / "logs"
         log_dir.mkdir(exist_ok=True)
         nodes = _make_nodes(out_dir, count)
-    targets = _targets(nodes, max_outbound)
-    seed = nodes[0]
-    start = time.monotonic()
-    converged = False
-    interrupted: _InterruptedError | None = None
-    failure: str | None = None
-    crawl: CrawlResult | None = None
-    converged_s = 0.0
-    try:
-        with _stop_signals_raise(), ThreadPoolExecutor(max_workers=16) as pool:
-            _write_home_config(seed, seed, max_outbound)
-            _spawn(seed, log_dir, pex_strategy)
-            _wait_ready(seed, start + timeout_s)
-            for node in nodes[1:]:
-                _write_home_config(node, seed, max_outbound)
-                _spawn(node, log_dir, pex_strategy)
-            with Live(console=console, refresh_per_second=4, transient=False) as live:
-                while True:
-                    elapsed = time.monotonic() - start
-                    _poll(nodes, pool, elapsed)
-                    live.update(_table(nodes, targets, elapsed))
-                    if exited := [n for n in nodes if not n.alive]:
-                        failure = "; ".join(_exit_note(n) for n in exited[:3])
-                        break
-                    if all(n.p2p_port and n.peers >= targets[n.index] for n in nodes):
-                        converged = True
-                        break
-                    if elapsed > timeout_s:
-                        break
-                    time.sleep(_POLL_S)
-            converged_s = time.monotonic() - start
-            if converged:
-                console.print()
-                crawl = _crawl(seed, console)
-    except _InterruptedError as exc:
-        interrupted = exc
-    except CometP2PError as exc:
-        failure = str(exc)
-    finally:
-        with _stop_signals_ignored():
-            _stop_all(nodes)
-    if interrupted is not None:
-        console.print(f"[yellow]interrupted[/] ({interrupted}); every node was stopped")
-        raise SystemExit(128 + interrupted.signum)
+    run = _Run(nodes, _targets(nodes, max_outbound), log_dir, max_outbound, pex_strategy)
+    outcome = run.execute(console, timeout_s)
+    if outcome.interrupted is not None:
+        console.print(f"[yellow]interrupted[/] ({outcome.interrupted}); every node was stopped")
+        raise SystemExit(128 + outcome.interrupted.signum)
     console.print()
-    report = _write_report(out_dir, nodes, converged, converged_s, crawl)
-    if crawl is not None:
-        console.print(summary_table(crawl))
-        png = plot_available()
-        if not png:
-            console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
-        with cli_errors():
-            files = write_crawl_files(
-                crawl, out_dir, now=datetime.now(UTC), rng=random.Random(), png=png
-            )
-        print_files(console, files)
+    report = _write_report(out_dir, nodes, outcome.converged, outcome.converged_s, outcome.crawl)
+    if outcome.crawl is not None:
+        _write_crawl(console, outcome.crawl, out_dir)
     console.print(f"wrote {report}; node logs in {log_dir}")
-    if failure is not None:
-        console.print(f"[red]failed[/]: {failure}")
+    _conclude(console, outcome, count)
+
+
+@dataclass
+class _Outcome:
+    """How a localnet run ended."""
+
+    converged: bool = False
+    converged_s: float = 0.0
+    crawl: CrawlResult | None = None
+    failure: str | None = None
+    interrupted: _InterruptedError | None = None
+
+
+@dataclass
+class _Run:
+    """One localnet run: start the nodes, watch them converge, crawl, stop them all."""
+
+    nodes: list[LocalNode]
+    targets: dict[int, int]
+    log_dir: Path
+    max_outbound: int
+    pex_strategy: str
+
+    def execute(self, console: Console, timeout_s: float) -> _Outcome:
+        """Run the network within ``timeout_s`` seconds; every node is stopped after."""
+        outcome = _Outcome()
+        start = time.monotonic()
+        try:
+            with _stop_signals_raise(), ThreadPoolExecutor(max_workers=16) as pool:
+                self._start_nodes(start + timeout_s)
+                self._watch(console, pool, start, timeout_s, outcome)
+                outcome.converged_s = time.monotonic() - start
+                if outcome.converged:
+                    console.print()
+                    outcome.crawl = _crawl(self.nodes[0], console)
+        except _InterruptedError as exc:
+            outcome.interrupted = exc
+        except CometP2PError as exc:
+            outcome.failure = str(exc)
+        finally:
+            with _stop_signals_ignored():
+                _stop_all(self.nodes)
+        return outcome
+
+    def _start_nodes(self, deadline: float) -> None:
+        """The seed first (until it reports its ports), then every other node."""
+        seed = self.nodes[0]
+        _write_home_config(seed, seed, self.max_outbound)
+        _spawn(seed, self.log_dir, self.pex_strategy)
+        _wait_ready(seed, deadline)
+        for node in self.nodes[1:]:
+            _write_home_config(node, seed, self.max_outbound)
+            _spawn(node, self.log_dir, self.pex_strategy)
+
+    def _watch(
+        self,
+        console: Console,
+        pool: ThreadPoolExecutor,
+        start: float,
+        timeout_s: float,
+        outcome: _Outcome,
+    ) -> None:
+        """Show the live table until every node converged, one exited, or time is up."""
+        from rich.live import Live
+
+        nodes, targets = self.nodes, self.targets
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while True:
+                elapsed = time.monotonic() - start
+                _poll(nodes, pool, elapsed)
+                live.update(_table(nodes, targets, elapsed))
+                if exited := [n for n in nodes if not n.alive]:
+                    outcome.failure = "; ".join(_exit_note(n) for n in exited[:3])
+                    return
+                if all(n.p2p_port and n.peers >= targets[n.index] for n in nodes):
+                    outcome.converged = True
+                    return
+                if elapsed > timeout_s:
+                    return
+                time.sleep(_POLL_S)
+
+
+def _write_crawl(console: Console, crawl: CrawlResult, out_dir: Path) -> None:
+    """Print the crawl's summary and write its files (network.json, ...) to ``out_dir``."""
+    from rich.markup import escape
+
+    from cometp2p.crawler.report import PLOT_EXTRA_NOTE, plot_available, write_crawl_files
+
+    console.print(summary_table(crawl))
+    png = plot_available()
+    if not png:
+        console.print(f"[yellow]note[/]: {escape(PLOT_EXTRA_NOTE)}", soft_wrap=True)
+    with cli_errors():
+        files = write_crawl_files(
+            crawl, out_dir, now=datetime.now(UTC), rng=random.Random(), png=png
+        )
+    print_files(console, files)
+
+
+def _conclude(console: Console, outcome: _Outcome, count: int) -> None:
+    """Print the verdict; exit 1 unless every node converged and the crawl reached all."""
+    crawl = outcome.crawl
+    if outcome.failure is not None:
+        console.print(f"[red]failed[/]: {outcome.failure}")
         raise SystemExit(1)
-    if not converged:
-        console.print(f"[red]not converged[/] after {converged_s:.1f} s")
+    if not outcome.converged:
+        console.print(f"[red]not converged[/] after {outcome.converged_s:.1f} s")
         raise SystemExit(1)
     if crawl is None or len(crawl.reached) != count:
         reached = 0 if crawl is None else len(crawl.reached)
@@ -518,7 +570,7 @@ def localnet_command(
         raise SystemExit(1)
     console.print(
         f"[green]converged[/]: all {count} nodes reached their peer targets in "
-        f"{converged_s:.1f} s; the crawl reached all {count} and found "
+        f"{outcome.converged_s:.1f} s; the crawl reached all {count} and found "
         f"{len(crawl.edges)} edges in {crawl.elapsed_s:.2f} s"
     )
 

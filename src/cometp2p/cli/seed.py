@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,14 @@ from cometp2p.cli.start import apply_flags, configure_logging
 from cometp2p.config import load_chain_id
 from cometp2p.errors import ConfigError
 from cometp2p.wire.netaddress import NetAddress, split_host_port
+
+if TYPE_CHECKING:  # the seed service loads only to run: --help stays fast
+    from aiohttp import web
+
+    from cometp2p.config import Config
+    from cometp2p.crawler import CrawlConfig
+    from cometp2p.seed.service import SeedService
+    from cometp2p.seed.store import SeedStore
 
 __all__ = ["COMMANDS", "seed_command"]
 
@@ -47,16 +56,8 @@ async def _serve(
     policy_options: dict[str, float],
     export_interval_s: float,
 ) -> None:
-    from aiohttp import web
-
-    from cometp2p.crawler import CrawlConfig, Crawler
-    from cometp2p.crypto.keys import load_or_generate_node_key
-    from cometp2p.node import Node
-    from cometp2p.pex.config import PexConfig
-    from cometp2p.seed.http import make_app
-    from cometp2p.seed.reactor import VerifiedSeedReactor
+    from cometp2p.crawler import CrawlConfig
     from cometp2p.seed.schedule import SchedulePolicy
-    from cometp2p.seed.service import SeedService
     from cometp2p.seed.store import SEED_DB, SeedStore
 
     config = apply_flags(load_home_config(home), laddr=laddr, pex=True, seed_mode=True)
@@ -66,48 +67,92 @@ async def _serve(
         raise ConfigError(f"--network {network!r} disagrees with {config.genesis_path}")
     store = SeedStore(config.data_dir / SEED_DB, SchedulePolicy(**policy_options))  # type: ignore[arg-type]
     try:
-        stored = store.get_meta("network")
-        chain = (
-            from_genesis or network or stored or await Crawler(None, crawl).detect_network(seeds)
-        )
-        if stored is not None and stored != chain:
-            raise ConfigError(f"{store.path} holds network {stored!r}, not {chain!r}")
-        store.set_meta("network", chain)
+        chain = await _seed_network(store, from_genesis or network, crawl, seeds)
         store.add_seeds(seeds)
-        node_key = load_or_generate_node_key(config.node_key_path)
-        service = SeedService(
-            store,
-            chain,
-            crawl,
-            addrbook_path=config.addr_book_path,
-            export_interval_s=export_interval_s,
-        )
-        select, on_inbound = service.make_reactor_callbacks()
-        reactor = VerifiedSeedReactor(select, on_inbound, PexConfig.from_p2p(config.p2p))
-        service.node = Node(config, node_key, chain, [("PEX", reactor)])
-        runner: web.AppRunner | None = None
-        if http is not None:
-            runner = web.AppRunner(make_app(service), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, http[0], http[1]).start()
+        service, node_id = _make_service(config, store, chain, crawl, export_interval_s)
+        runner = await _start_http(service, http)
         click.echo(
-            f"seed {node_key.node_id} on {config.p2p.laddr}, network {chain}"
+            f"seed {node_id} on {config.p2p.laddr}, network {chain}"
             + (f", http://{http[0]}:{http[1]}/" if http else ""),
             err=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await service.run(stop)
+            await _run_until_signal(service)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
             if runner is not None:
                 await runner.cleanup()
     finally:
         store.close()
+
+
+async def _seed_network(
+    store: SeedStore, given: str | None, crawl: CrawlConfig, seeds: Sequence[NetAddress]
+) -> str:
+    """The chain ID: ``given`` (genesis.json, --network), else the store's, else the seeds'.
+
+    Raises:
+        ConfigError: the store holds another network.
+    """
+    from cometp2p.crawler import Crawler
+
+    stored = store.get_meta("network")
+    chain = given or stored or await Crawler(None, crawl).detect_network(seeds)
+    if stored is not None and stored != chain:
+        raise ConfigError(f"{store.path} holds network {stored!r}, not {chain!r}")
+    store.set_meta("network", chain)
+    return chain
+
+
+def _make_service(
+    config: Config, store: SeedStore, chain: str, crawl: CrawlConfig, export_interval_s: float
+) -> tuple[SeedService, str]:
+    """The seed service with its node (PEX in seed mode, verified peers only), and the
+    node's ID (its key is made if missing)."""
+    from cometp2p.crypto.keys import load_or_generate_node_key
+    from cometp2p.node import Node
+    from cometp2p.pex.config import PexConfig
+    from cometp2p.seed.reactor import VerifiedSeedReactor
+    from cometp2p.seed.service import SeedService
+
+    node_key = load_or_generate_node_key(config.node_key_path)
+    service = SeedService(
+        store,
+        chain,
+        crawl,
+        addrbook_path=config.addr_book_path,
+        export_interval_s=export_interval_s,
+    )
+    select, on_inbound = service.make_reactor_callbacks()
+    reactor = VerifiedSeedReactor(select, on_inbound, PexConfig.from_p2p(config.p2p))
+    service.node = Node(config, node_key, chain, [("PEX", reactor)])
+    return service, node_key.node_id
+
+
+async def _start_http(service: SeedService, http: tuple[str, int] | None) -> web.AppRunner | None:
+    """Serve the HTTP API and map on ``http`` (none when ``None``)."""
+    if http is None:
+        return None
+    from aiohttp import web
+
+    from cometp2p.seed.http import make_app
+
+    runner = web.AppRunner(make_app(service), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, http[0], http[1]).start()
+    return runner
+
+
+async def _run_until_signal(service: SeedService) -> None:
+    """Run ``service`` until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @click.command("seed")

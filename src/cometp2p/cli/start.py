@@ -349,10 +349,7 @@ def start_command(
     if parent_pid is not None:
         stop_with_parent(parent_pid)
     configure_logging(log_level)
-    if no_pex:
-        if pex:
-            raise click.UsageError("--p2p.no-pex contradicts --p2p.pex=true")
-        pex = False
+    pex = _pex_flag(pex, no_pex)
     with cli_errors():
         config = apply_flags(
             load_home_config(home, required=True),
@@ -368,19 +365,48 @@ def start_command(
             upnp=upnp,
             pex_strategy=pex_strategy,
         )
-        from cometp2p.node import Node, default_reactors
-
-        network = resolve_chain_id(config, chain_id)
-        node_key = load_or_generate_node_key(config.node_key_path)
-        node = Node(
-            config,
-            node_key,
-            network,
-            default_reactors(config, ensure_peers_period_s=ensure_peers_period_s),
-        )
-        if upnp_lease_s is not None:
-            node.upnp_options["lease_s"] = upnp_lease_s
+        node = _build_node(config, chain_id, ensure_peers_period_s, upnp_lease_s)
         run_event_loop(_run(node, ready_file))
+
+
+def _pex_flag(pex: bool | None, no_pex: bool) -> bool | None:
+    """``--p2p.pex`` after ``--p2p.no-pex`` (which means ``--p2p.pex=false``).
+
+    Raises:
+        click.UsageError: both ``--p2p.no-pex`` and ``--p2p.pex=true``.
+    """
+    if not no_pex:
+        return pex
+    if pex:
+        raise click.UsageError("--p2p.no-pex contradicts --p2p.pex=true")
+    return False
+
+
+def _build_node(
+    config: Config,
+    chain_id: str | None,
+    ensure_peers_period_s: float | None,
+    upnp_lease_s: int | None,
+) -> Node:
+    """The Node of ``config`` with the default reactors (its key is made if missing).
+
+    Raises:
+        ConfigError: ``chain_id`` disagrees with the home's genesis.json.
+        KeyFileError: the node key file is invalid or cannot be written.
+    """
+    from cometp2p.node import Node, default_reactors
+
+    network = resolve_chain_id(config, chain_id)
+    node_key = load_or_generate_node_key(config.node_key_path)
+    node = Node(
+        config,
+        node_key,
+        network,
+        default_reactors(config, ensure_peers_period_s=ensure_peers_period_s),
+    )
+    if upnp_lease_s is not None:
+        node.upnp_options["lease_s"] = upnp_lease_s
+    return node
 
 
 COMMANDS: tuple[click.Command, ...] = (start_command,)

@@ -2,8 +2,9 @@
 
 One job: for every peer, one consumer task per channel (a slow reactor delays only its
 own channel of that peer), a watcher that reports why the connection ended, and a
-ticker for the peer's pending-bytes gauge. :class:`PeerTasks` starts them and hands
-them back when the peer is removed; the Switch decides what removal means.
+ticker for the peer's pending-bytes gauge. :class:`PeerTasks` starts them, as children
+of one TaskGroup for all peers (:mod:`.tasks`), and hands them back when the peer is
+removed; the Switch decides what removal means (a removal runs outside this group).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cometp2p.errors import CometP2PError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope, Reactor
+from cometp2p.switch.tasks import TaskSupervisor
 
 __all__ = ["PeerTaskOwner", "PeerTasks"]
 
@@ -49,22 +51,25 @@ class PeerTasks:
 
     Args:
         owner: the Switch (reactors by channel, metrics, how to stop a peer).
+
+    Attributes:
+        group: the TaskGroup every peer task runs in; the Switch opens it at start and
+            closes it once every peer is removed.
     """
 
     def __init__(self, owner: PeerTaskOwner) -> None:
         self._owner = owner
         self._tasks: dict[Peer, list[asyncio.Task[None]]] = {}
+        self.group = TaskSupervisor("peer")
 
     def start(self, peer: Peer, channel_ids: Iterable[int]) -> None:
         """Start the consumers (tasks named ``recv-...``), the watcher and the ticker."""
         short = peer.id[:8]
-        tasks = [
-            asyncio.create_task(self._consume(peer, cid), name=f"recv-{short}-{cid}")
-            for cid in channel_ids
-        ]
-        tasks.append(asyncio.create_task(self._watch(peer), name=f"watch-{short}"))
-        tasks.append(asyncio.create_task(self._tick_metrics(peer), name=f"metrics-{short}"))
-        self._tasks[peer] = tasks
+        spawn = self.group.spawn
+        tasks = [spawn(self._consume(peer, cid), f"recv-{short}-{cid}") for cid in channel_ids]
+        tasks.append(spawn(self._watch(peer), f"watch-{short}"))
+        tasks.append(spawn(self._tick_metrics(peer), f"metrics-{short}"))
+        self._tasks[peer] = [task for task in tasks if task is not None]
 
     def take(self, peer: Peer, caller: asyncio.Task[object] | None) -> list[asyncio.Task[None]]:
         """Forget ``peer``'s tasks: cancel all but the consumers and return those.

@@ -4,7 +4,7 @@ incompatible peers, and the persistent-peer reconnect loops.
 One job: decide whether and when to dial an address, dial it and hand the upgraded
 connection to the Switch's admission. The Switch owns one :class:`Dialer` (composition)
 and keeps the public methods of the same names; the dial and reconnect tasks run in the
-Switch's owned task set (``_spawn``), which :meth:`Switch.stop` cancels and awaits.
+Switch's dial TaskGroup (``_spawn``), which :meth:`Switch.stop` cancels and awaits.
 """
 
 from __future__ import annotations
@@ -67,7 +67,9 @@ class DialOwner(Protocol):
 
     def is_dialing_or_existing_address(self, address: NetAddress) -> bool: ...
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]: ...
+    def _spawn(
+        self, coro: Coroutine[object, object, None], name: str
+    ) -> asyncio.Task[None] | None: ...
 
     async def _add_upgraded(self, upgraded: UpgradedConnection) -> Peer: ...
 
@@ -233,9 +235,11 @@ class Dialer:
         if address.id in self.reconnecting or not self._owner.is_running:
             return
         self.reconnecting.add(address.id)
-        self._owner._spawn(
+        task = self._owner._spawn(
             self._reconnect(address, first_attempt_done, delay_s), f"reconnect-{address.id[:12]}"
         )
+        if task is None:  # the dial group is closed: no loop runs
+            self.reconnecting.discard(address.id)
 
     def short_lived_delay(self, peer: Peer) -> float:
         """The wait before redialing ``peer`` (0 unless its connection was short-lived)."""

@@ -3,8 +3,11 @@
 One job: take a peer out exactly once, in Go's order (close the connection, stop the
 peer's receive tasks, ``Reactor.remove_peer``, and only then leave the peer set), so a
 quick reconnect by the same node cannot reach ``init_peer``/``add_peer`` before the old
-``remove_peer`` ran. Each removal runs in its own task (a "stopper"), so cancelling the
-caller never leaves it half done; the Switch awaits the stoppers when it stops.
+``remove_peer`` ran. Each removal runs in its own task (a "stopper"), a child of the
+Switch-level removal TaskGroup (:mod:`.tasks`), not of the peers' group: a consumer task
+that stops its own peer waits only on its stopper, never on the group it runs in, so it
+cannot deadlock, and cancelling the caller never leaves a removal half done. The Switch
+waits for the stoppers, then closes the group, when it stops.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cometp2p.switch.consumers import PeerTasks
 from cometp2p.switch.dialer import Dialer
 from cometp2p.switch.peer import Peer, PeerSet
 from cometp2p.switch.reactor import Reactor
+from cometp2p.switch.tasks import TaskSupervisor
 
 __all__ = ["CLOSE_TIMEOUT_S", "PeerRemover", "RemovalOwner", "finish"]
 
@@ -60,7 +64,7 @@ class PeerRemover:
         self._owner = owner
         self._peer_tasks = peer_tasks
         self.stopping: set[Peer] = set()
-        self.stoppers: set[asyncio.Task[None]] = set()
+        self.stoppers = TaskSupervisor("removal")
 
     def _is_current(self, peer: Peer) -> bool:
         return self._owner.peers.get(peer.id) is peer and peer not in self.stopping
@@ -99,17 +103,12 @@ class PeerRemover:
         peer.mark_stopping()
         # The caller may be one of the peer's own receive tasks: that one is not awaited.
         caller = asyncio.current_task()
-        stopper = asyncio.create_task(
-            self._remove_peer(peer, reason, flush_timeout_s, caller), name=f"stop-{peer.id[:8]}"
-        )
-        self.stoppers.add(stopper)
-        stopper.add_done_callback(self.stoppers.discard)
+        removal = self._remove_peer(peer, reason, flush_timeout_s, caller)
+        stopper = self.stoppers.spawn(removal, f"stop-{peer.id[:8]}")
+        if stopper is None:  # no removal group (the Switch never started): remove here
+            await self._remove_peer(peer, reason, flush_timeout_s, caller)
+            return
         await asyncio.shield(stopper)
-
-    async def wait_stoppers(self) -> None:
-        """Wait until every removal in progress (and any it started) is done."""
-        while pending := [t for t in self.stoppers if not t.done()]:
-            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _remove_peer(
         self,

@@ -30,11 +30,15 @@ tasks (:mod:`.consumers`) and peer removal in Go's order (:mod:`.removal`); reac
 wait on its started/stopped events (:mod:`.lifecycle`). Its public methods keep their
 names and delegate to those parts.
 
-Background tasks (dials, reconnect loops) live in one small task set the Switch owns
-(``_spawn``): :meth:`Switch.stop` cancels and awaits all of them before it stops the
-peers. It is not an ``asyncio.TaskGroup`` on purpose: a consumer task that stops its
-own peer would then wait on the group it runs in and deadlock, so per-peer tasks stay
-with :mod:`.consumers` and each removal runs in its own stopper task (:mod:`.removal`).
+Every task the Switch starts is owned by an ``asyncio.TaskGroup`` (structured
+concurrency, :mod:`.tasks`), each run by a supervisor task from :meth:`Switch.start` to
+:meth:`Switch.stop`: one group for dials and reconnect loops (``_spawn``), one for the
+tasks of all peers (:mod:`.consumers`) and one for peer removals (:mod:`.removal`). A
+child's unexpected exception is logged and never cancels its group. A consumer that
+stops its own peer hands the removal to the removal group, outside its own group, and
+waits only for that removal, so it cannot deadlock. :meth:`Switch.stop` closes the
+dial group, removes every peer, then closes the peer and removal groups: no task of
+the Switch outlives it. Starting and stopping step by step is :mod:`.runner`'s job.
 
 Use it as an async context manager::
 
@@ -47,16 +51,12 @@ Use it as an async context manager::
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import random
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
-from cometp2p.aio.fuzz import fuzzer_from_config
-from cometp2p.aio.resolve import resolve_addresses
 from cometp2p.aio.transport import (
     DEFAULT_FILTER_TIMEOUT_S,
     Transport,
@@ -64,12 +64,7 @@ from cometp2p.aio.transport import (
 )
 from cometp2p.config import P2PConfig
 from cometp2p.crypto.keys import NodeKey
-from cometp2p.errors import (
-    CometP2PError,
-    LocalProtocolError,
-    NetAddressError,
-    ReactorTooLateError,
-)
+from cometp2p.errors import CometP2PError, ReactorTooLateError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.sansio.mconnection import ChannelDescriptor, MConnectionConfig
 from cometp2p.switch import admission
@@ -82,6 +77,8 @@ from cometp2p.switch.reactor import Envelope, Reactor, ReactorTable
 from cometp2p.switch.reconnect import ReconnectPolicy, ReconnectSchedule
 from cometp2p.switch.registry import PeerRegistry
 from cometp2p.switch.removal import PeerRemover
+from cometp2p.switch.runner import SwitchRunner
+from cometp2p.switch.tasks import TaskSupervisor
 from cometp2p.types import NodeID
 from cometp2p.wire.netaddress import NetAddress
 from cometp2p.wire.nodeinfo import NodeInfo
@@ -163,14 +160,17 @@ class Switch:
         self._reactor_by_channel = self._reactor_table.by_channel
         self._channels = self._reactor_table.channels
         self.transport = Transport(node_key, node_info, filter_timeout_s=filter_timeout_s)
-        self._configure_transport()
         self._running = False
         self.lifecycle = Lifecycle()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSupervisor("switch")
         self.dialer = Dialer(self)
         self._peer_tasks = PeerTasks(self)
         self._remover = PeerRemover(self, self._peer_tasks)
         self._admitter = admission.Admitter(self, self._peer_tasks)
+        self._runner = SwitchRunner(
+            self, self._tasks, self._peer_tasks, self._remover, self._admitter
+        )
+        self._runner.configure_transport()
         self.listen_address: tuple[str, int] | None = None
         self.self_addresses: set[NetAddress] = set()
         self.on_peer_rejected: Callable[[CometP2PError], None] | None = None
@@ -188,18 +188,6 @@ class Switch:
     @mconnection_config.setter
     def mconnection_config(self, value: MConnectionConfig | None) -> None:
         self._mconnection_config = value
-
-    def _configure_transport(self) -> None:
-        t = self.transport
-        t.node_info = self.node_info
-        t.handshake_timeout_s = self.config.handshake_timeout_s
-        t.dial_timeout_s = self.config.dial_timeout_s
-        t.allow_duplicate_ip = self.config.allow_duplicate_ip
-        t.filter_timeout_s = self.filter_timeout_s
-        # Go's listener limit: max inbound peers plus the unconditional ones (§1.5).
-        t.max_incoming_handshakes = self.config.max_num_inbound_peers + len(
-            self.registry.unconditional
-        )
 
     # ------------------------------------------------------------------ reactors
 
@@ -268,76 +256,15 @@ class Switch:
                 ``private_peer_ids`` hold an invalid entry, or ``laddr`` is malformed.
             OSError: the listen address cannot be bound.
         """
-        if self._running:
-            raise LocalProtocolError("Switch already started")
-        config = self.config
-        registry = self.registry
-        given = registry.persistent_given
-        registry.persistent = await resolve_addresses(
-            config.persistent_peers if given is None else given, "persistent_peers", logger
-        )
-        self.add_unconditional_peer_ids(config.unconditional_peer_ids)
-        self.add_private_peer_ids(config.private_peer_ids)
-        host, port = _split_laddr(config.laddr)
-        self._configure_transport()
-        if config.test_fuzz:  # behaviour.md §8; otherwise a wrapper set by hand stays
-            self.transport.socket_wrapper = fuzzer_from_config(config, self.rng)
-        started: list[Reactor] = []
-        try:
-            for reactor in self._reactors.values():
-                await reactor.start()
-                started.append(reactor)
-            self.listen_address = await self.transport.listen(
-                host, port, self._admitter.on_inbound, self._admitter.on_rejected
-            )
-        except BaseException:
-            for reactor in reversed(started):
-                with contextlib.suppress(Exception):
-                    await reactor.stop()
-            raise
-        if port == 0 and not config.external_address:
-            # An ephemeral port is only known now; advertise the real one.
-            bound_host, bound_port = self.listen_address
-            self.node_info = dataclasses.replace(
-                self.node_info, listen_addr=f"tcp://{admission.host_port(bound_host, bound_port)}"
-            )
-            self.transport.node_info = self.node_info
-        self._running = True
-        self.lifecycle.mark_started()
-        logger.info("switch %s listening on %s:%d", self.node_id, *self.listen_address)
-        if registry.persistent:
-            self.dial_peers_async(registry.persistent)
+        await self._runner.start()
 
     async def stop(self) -> None:
         """Stop accepting and dialing, stop every peer, then every reactor. Idempotent."""
-        if not self._running:
-            return
-        self._running = False
-        self.lifecycle.started.clear()
-        await self.transport.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        await asyncio.gather(
-            *(self._stop_and_remove_peer(peer, None) for peer in self.peers.list()),
-            return_exceptions=True,
-        )
-        await self._remover.wait_stoppers()
-        for reactor in self._reactors.values():
-            try:
-                await reactor.stop()
-            except Exception:
-                logger.exception("reactor %s failed to stop", reactor.name)
-        self.lifecycle.mark_stopped()
-        logger.info("switch %s stopped", self.node_id)
+        await self._runner.stop()
 
-    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None] | None:
+        """Run ``coro`` in the dial group; ``None`` (``coro`` closed) when not running."""
+        return self._tasks.spawn(coro, name)
 
     @property
     def node_id(self) -> NodeID:
@@ -439,7 +366,8 @@ class Switch:
         """Dial each address in the background, in random order, each after a random wait.
 
         Our own ID and listen address are skipped. Errors are logged; a persistent
-        address that fails starts its reconnect loop.
+        address that fails starts its reconnect loop. While the Switch is not running
+        nothing is dialed (the dial tasks would have no TaskGroup to run in).
 
         Raises:
             NetAddressError: a string is not a valid address (nothing is dialed then);
@@ -529,11 +457,3 @@ class Switch:
             mark_good = getattr(reactor, "mark_peer_as_good", None)
             if callable(mark_good):
                 mark_good(peer)
-
-
-def _split_laddr(laddr: str) -> tuple[str, int]:
-    rest = laddr.split("://", 1)[-1]
-    host, sep, port = rest.rpartition(":")
-    if not sep or not port.isdigit():
-        raise NetAddressError(f"listen address must be [tcp://]host:port, got {laddr!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)

@@ -210,37 +210,13 @@ class NodeInfo:
                 ``channels`` (more than 16 or a duplicate), ``moniker`` (empty, not
                 printable ASCII, or all spaces), ``other.tx_index`` (not on/off/empty).
         """
-        try:
-            validate_node_id(self.node_id)
-        except NetAddressError as exc:
-            raise NodeInfoInvalidError(NodeInfoField.NODE_ID, str(exc)) from exc
-        full = f"{self.node_id}@{strip_scheme(self.listen_addr)}"
-        try:
-            if resolve:
-                NetAddress.parse(full, resolve=True)
-            else:
-                split_address(full)
-        except NetAddressError as exc:
-            raise NodeInfoInvalidError(
-                NodeInfoField.LISTEN_ADDR, f"{_quote(self.listen_addr)}: {exc}"
-            ) from exc
+        self._validate_addresses(resolve)
         if self.version and not _is_ascii_text(self.version):
             raise NodeInfoInvalidError(
                 NodeInfoField.VERSION,
                 f"expected printable ASCII, not only spaces, got {_quote(self.version)}",
             )
-        if len(self.channels) > MAX_CHANNELS:
-            raise NodeInfoInvalidError(
-                NodeInfoField.CHANNELS,
-                f"expected at most {MAX_CHANNELS} channels, got {len(self.channels)}",
-            )
-        seen: set[int] = set()
-        for ch in self.channels:  # at most 16 by now
-            if ch in seen:
-                raise NodeInfoInvalidError(
-                    NodeInfoField.CHANNELS, f"expected unique channel IDs, got 0x{ch:02x} twice"
-                )
-            seen.add(ch)
+        self._validate_channels()
         if not _is_ascii_text(self.moniker):
             raise NodeInfoInvalidError(
                 NodeInfoField.MONIKER,
@@ -256,6 +232,38 @@ class NodeInfo:
                 NodeInfoField.RPC_ADDRESS,
                 f"expected printable ASCII, not only spaces, got {_quote(self.rpc_address)}",
             )
+
+    def _validate_addresses(self, resolve: bool) -> None:
+        """The node ID and the listen address (see :meth:`validate`)."""
+        try:
+            validate_node_id(self.node_id)
+        except NetAddressError as exc:
+            raise NodeInfoInvalidError(NodeInfoField.NODE_ID, str(exc)) from exc
+        full = f"{self.node_id}@{strip_scheme(self.listen_addr)}"
+        try:
+            if resolve:
+                NetAddress.parse(full, resolve=True)
+            else:
+                split_address(full)
+        except NetAddressError as exc:
+            raise NodeInfoInvalidError(
+                NodeInfoField.LISTEN_ADDR, f"{_quote(self.listen_addr)}: {exc}"
+            ) from exc
+
+    def _validate_channels(self) -> None:
+        """At most 16 channels, no duplicate (see :meth:`validate`)."""
+        if len(self.channels) > MAX_CHANNELS:
+            raise NodeInfoInvalidError(
+                NodeInfoField.CHANNELS,
+                f"expected at most {MAX_CHANNELS} channels, got {len(self.channels)}",
+            )
+        seen: set[int] = set()
+        for ch in self.channels:  # at most 16 by now
+            if ch in seen:
+                raise NodeInfoInvalidError(
+                    NodeInfoField.CHANNELS, f"expected unique channel IDs, got 0x{ch:02x} twice"
+                )
+            seen.add(ch)
 
     def compatible_with(self, other: NodeInfo) -> None:
         """Check that peer ``other`` can talk to us, ``self`` (wire.md §6.5).
