@@ -51,6 +51,8 @@ from cometp2p.pex.buckets import (
 )
 from cometp2p.pex.buckets import NEW_BUCKETS_PER_GROUP as NEW_BUCKETS_PER_GROUP
 from cometp2p.pex.buckets import OLD_BUCKETS_PER_GROUP as OLD_BUCKETS_PER_GROUP
+from cometp2p.pex.errors import AddrBookError as AddrBookError
+from cometp2p.pex.errors import AddrBookErrorReason as AddrBookErrorReason
 from cometp2p.pex.known_address import MAX_FAILURES as MAX_FAILURES
 from cometp2p.pex.known_address import MIN_BAD_DAYS as MIN_BAD_DAYS
 from cometp2p.pex.known_address import NUM_MISSING_DAYS as NUM_MISSING_DAYS
