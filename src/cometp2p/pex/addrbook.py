@@ -4,7 +4,10 @@ Implements behaviour.md §5 (CometBFT v0.38 ``p2p/pex/addrbook.go``) and the adm
 §4.8, as a pure object: no IO, no event loop, no wall clock and no global ``random``. Time is
 passed in as ``now`` (an aware :class:`~datetime.datetime`) and randomness comes from the
 injected :class:`random.Random`, so a seeded book replays exactly. Persistence lives in
-:mod:`cometp2p.pex.addrbook_store`.
+:mod:`cometp2p.pex.addrbook_store`. The book decides; its parts do one job each: the
+entries (:mod:`cometp2p.pex.known_address`), where they go and how buckets fill and evict
+(:mod:`cometp2p.pex.buckets`), and which offers may enter (:mod:`cometp2p.pex.admission`).
+Every public name of those modules that this one offered before is re-exported here.
 
 Deliberate differences from the Go reference (behaviour.md §5.13):
 
