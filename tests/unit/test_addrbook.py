@@ -1015,7 +1015,7 @@ def test_bucket_keys_do_not_come_from_the_rng() -> None:
     a = AddrBook(strict=False, rng=random.Random(7))
     b = AddrBook(strict=False, rng=random.Random(7))
     assert a.key != b.key
-    assert a._hash_key != b._hash_key
+    assert a._placement.hash_key != b._placement.hash_key
     rng = random.Random(7)
     before = rng.getstate()
     AddrBook(strict=False, rng=rng)
@@ -1028,4 +1028,4 @@ def test_hash_key_can_be_fixed_for_reproducible_placement() -> None:
     key = "ab" * 12
     a = AddrBook(key, strict=False, rng=random.Random(1), hash_key=bytes(32))
     b = AddrBook(key, strict=False, rng=random.Random(2), hash_key=bytes(32))
-    assert a._hash_key == b._hash_key
+    assert a._placement.hash_key == b._placement.hash_key

@@ -570,6 +570,30 @@ class PexCore:
             self._punish(
                 peer, Offence.TOO_MANY_ADDRS, f"expected at most {limit}, got {received}", now
             )
+        addrs, unusable = self._parse_addrs(peer, entries, now)
+        if peer.id not in self._requests_sent:
+            self._punish(
+                peer, Offence.UNSOLICITED_ADDRS, "expected no PexAddrs without a request", now
+            )
+        self._requests_sent.discard(peer.id)
+        src = peer.listen_address
+        if src is None:
+            raise PexMisbehaviourError(
+                Offence.BAD_SOURCE, f"peer {peer.id} listen address is not id@ip:port"
+            )
+        return self._offer_addrs(addrs, src, now, received=received, unusable=unusable)
+
+    def _parse_addrs(
+        self,
+        peer: PeerRef,
+        entries: Sequence[pex_pb2.PexAddressV2 | types_pb2.NetAddress],
+        now: datetime,
+    ) -> tuple[list[NetAddress], int]:
+        """The addresses of a PEX answer, and how many were well formed but unusable.
+
+        Raises:
+            PexMisbehaviourError: MALFORMED_ADDRESS (the peer's address is banned first).
+        """
         addrs: list[NetAddress] = []
         unusable = 0
         for index, entry in enumerate(entries):
@@ -584,16 +608,18 @@ class PexCore:
                     addrs.append(NetAddress.from_proto(entry))
             except RemoteProtocolError as exc:
                 self._punish(peer, Offence.MALFORMED_ADDRESS, f"addrs[{index}]: {exc}", now)
-        if peer.id not in self._requests_sent:
-            self._punish(
-                peer, Offence.UNSOLICITED_ADDRS, "expected no PexAddrs without a request", now
-            )
-        self._requests_sent.discard(peer.id)
-        src = peer.listen_address
-        if src is None:
-            raise PexMisbehaviourError(
-                Offence.BAD_SOURCE, f"peer {peer.id} listen address is not id@ip:port"
-            )
+        return addrs, unusable
+
+    def _offer_addrs(
+        self,
+        addrs: Sequence[NetAddress],
+        src: NetAddress,
+        now: datetime,
+        *,
+        received: int,
+        unusable: int,
+    ) -> AddrsReport:
+        """Offer each distinct address of a checked answer to the book, learnt from ``src``."""
         book = self.book
         size_before = book.size()
         seen: set[NetAddress] = set()

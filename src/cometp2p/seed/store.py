@@ -355,26 +355,14 @@ class SeedStore:
     def _record_visit(
         self, record: NodeRecord, now: float, new_ids: int, told: set[NodeID]
     ) -> None:
+        """Store one visit: the addresses it taught, the node's new state, its history row
+        and the edges to the IDs it told us about."""
         db = self._db
         for addr in record.addresses:
             self._learn(addr, now)
-        row = db.execute(
-            "SELECT status, successes, failures, flaps, pex_dry FROM nodes WHERE id = ?",
-            (record.node_id,),
-        ).fetchone()
-        status, successes, failures, flaps, pex_dry = row
+        new_status, counters = self._visit_counters(record, new_ids)
+        delay = next_visit_delay(self.policy, counters)
         ok = record.reachable
-        new_status = NodeStatus.REACHABLE if ok else NodeStatus.FAILED
-        if status != NodeStatus.NEW and status != new_status:
-            flaps += 1
-        successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-        answered = ok and record.pex_addrs is not None
-        if answered:
-            pex_dry = 0 if new_ids else pex_dry + 1
-        delay = next_visit_delay(
-            self.policy,
-            NodeCounters(ok, successes, failures, flaps, pex_dry, answered),
-        )
         info = record.node_info.encode() if record.node_info is not None else None
         error = record.error.value if record.error else None
         db.execute(
@@ -396,11 +384,11 @@ class SeedStore:
                 error,
                 record.error_detail,
                 record.attempts,
-                successes,
-                failures,
-                flaps,
-                pex_dry,
-                answered,
+                counters.successes,
+                counters.failures,
+                counters.flaps,
+                counters.pex_dry,
+                counters.pex_answered,
                 record.pex_addrs,
                 record.pex_error if ok else None,
                 now + delay,
@@ -417,6 +405,23 @@ class SeedStore:
                 "ON CONFLICT (from_id, to_id) DO UPDATE SET last_seen = excluded.last_seen",
                 (record.node_id, dst, now, now),
             )
+
+    def _visit_counters(self, record: NodeRecord, new_ids: int) -> tuple[str, NodeCounters]:
+        """The node's status and counters after ``record`` (``new_ids``: IDs it taught us)."""
+        row = self._db.execute(
+            "SELECT status, successes, failures, flaps, pex_dry FROM nodes WHERE id = ?",
+            (record.node_id,),
+        ).fetchone()
+        status, successes, failures, flaps, pex_dry = row
+        ok = record.reachable
+        new_status = NodeStatus.REACHABLE if ok else NodeStatus.FAILED
+        if status != NodeStatus.NEW and status != new_status:
+            flaps += 1
+        successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
+        answered = ok and record.pex_addrs is not None
+        if answered:
+            pex_dry = 0 if new_ids else pex_dry + 1
+        return new_status, NodeCounters(ok, successes, failures, flaps, pex_dry, answered)
 
     # ------------------------------------------------------------------ reading
 
