@@ -607,7 +607,7 @@ async def test_receive_rate_wait_uses_the_one_core_timer() -> None:
 
 async def _writer_asleep(conn: Connection) -> None:
     # The writer parks itself once its start-up work is done (bounded by BOUND_S).
-    while not conn._writer_asleep:  # noqa: ASYNC110 - an internal flag, no event to wait on
+    while not conn._writer.asleep:  # noqa: ASYNC110 - an internal flag, no event to wait on
         await asyncio.sleep(0)
 
 
