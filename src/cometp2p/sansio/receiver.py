@@ -189,8 +189,7 @@ class PacketReceiver:
         length on the channel of the previous packet (one dict lookup and one
         ``startswith``); (2) :meth:`_scan`, through the one Packet parser.
         """
-        n = len(buf)
-        pos = 0
+        n, pos = len(buf), 0
         max_packet = self._max_packet
         append = self._events.append
         template, template_ch, template_eof = self._template, self._template_ch, self._template_eof
@@ -214,9 +213,7 @@ class PacketReceiver:
                 break
             header = template.get(length)
             if header is not None and buf.startswith(header, pos):
-                data_start = pos + len(header)
-                ch = template_ch
-                eof = template_eof
+                data_start, ch, eof = pos + len(header), template_ch, template_eof
             else:
                 found = self._scan(buf, pos, start, end)
                 if found is None:
