@@ -19,6 +19,7 @@ from cometp2p.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from cometp2p.sansio import mconnection
 from cometp2p.sansio.flowrate import UNLIMITED
 from cometp2p.sansio.mconnection import (
     ChannelDescriptor,
@@ -1035,3 +1036,30 @@ def test_chunks_with_fields_after_the_data_are_reassembled() -> None:
         (0x30, b"hello"),
         (0x30, b"!"),
     ]
+
+
+def test_the_facade_keeps_every_public_name_and_each_instance_its_own_send() -> None:
+    assert set(mconnection.__all__) == {
+        "DEFAULT_RECV_MESSAGE_CAPACITY",
+        "UNLIMITED",
+        "ChannelDescriptor",
+        "ChannelStatus",
+        "ConnectionTerminated",
+        "Event",
+        "MConnection",
+        "MConnectionConfig",
+        "MConnectionState",
+        "MConnectionStatus",
+        "MessageReceived",
+        "SendQueueReady",
+        "recv_payload_limit",
+    }
+    assert all(hasattr(mconnection, name) for name in mconnection.__all__)
+    a, b = _pair()
+    assert a.send(0x30, b"to a")
+    assert not b.has_queued_messages()  # send is bound to a's own queues
+    a.close()
+    with pytest.raises(ConnectionClosedError):
+        a.send(0x30, b"x")
+    assert b.send(0x30, b"still open")
+    assert "TrySend" in (a.send.__doc__ or "")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import CometP2PError, LocalProtocolError, RemoteProtocolError
-from cometp2p.sansio import mconnection as mconnection_module
+from cometp2p.sansio import receiver as receiver_module
 from cometp2p.sansio.mconnection import (
     ChannelDescriptor,
     ConnectionTerminated,
@@ -21,6 +21,7 @@ from cometp2p.sansio.mconnection import (
     MConnectionConfig,
     MConnectionState,
 )
+from cometp2p.sansio.scheduler import SendScheduler
 from cometp2p.sansio.secret_connection import SecretHandshake, SecretHandshakeStage
 
 CHANNELS = (ChannelDescriptor(0x30, priority=5, send_queue_capacity=10),)
@@ -59,7 +60,7 @@ def test_mconnection_unexpected_exception_in_receive_fails_it(
     def broken(*_: object) -> tuple[int, int, bool, int, int]:
         raise ValueError("a bug")
 
-    monkeypatch.setattr(mconnection_module, "scan_packet", broken)
+    monkeypatch.setattr(receiver_module, "scan_packet", broken)
     conn = _conn()
     with pytest.raises(LocalProtocolError, match="internal error") as first:
         conn.receive_data(b"\x02\x0a\x00")
@@ -82,7 +83,7 @@ def test_mconnection_unexpected_exception_in_send_path_fails_it(
 
     conn = _conn()
     assert conn.send(0x30, b"hello")
-    monkeypatch.setattr(MConnection, "_schedule", broken)
+    monkeypatch.setattr(SendScheduler, "_schedule", broken)
     with pytest.raises(LocalProtocolError, match="scheduler bug"):
         conn.data_to_send(0.0)
     assert conn.state is MConnectionState.FAILED
