@@ -380,11 +380,10 @@ def _scan_general(buf: _Buf, start: int, end: int) -> PacketSpan:
 def scan_packet(buf: _Buf, start: int, end: int) -> PacketSpan:
     """Parse the Packet body ``buf[start:end]`` into offsets, copying nothing.
 
-    The one Packet parser: :func:`decode_packet` and the MConnection's receive path both
-    use it. The canonical layout Go emits (``1a L [08 ch] [10 01] [1a len data]``, wire.md
-    §4.6) is recognised by a fast path of a few byte comparisons; any other valid proto3
-    encoding goes through the general parser (unknown fields skipped, last occurrence
-    wins, varints of any legal length).
+    The one Packet parser (of :func:`decode_packet` and MConnection). Go's canonical
+    layout ``1a L [08 ch] [10 01] [1a len data]`` (wire.md §4.6) takes a fast path of a
+    few byte comparisons; any other valid proto3 encoding goes through the general parser
+    (unknown fields skipped, last occurrence wins, varints of any legal length).
 
     Args:
         buf: the buffer holding the body.
