@@ -38,6 +38,7 @@ __all__ = [
     "NetAddressLookupError",
     "NodeInfoField",
     "NodeInfoInvalidError",
+    "PeerClosedError",
     "ReactorTooLateError",
     "RejectReason",
     "RejectedError",
@@ -149,6 +150,14 @@ class ConnectionClosedError(CometP2PError):
 
 class ConnectionBrokenError(CometP2PError):
     """The peer or the network broke the connection; the underlying error is chained."""
+
+
+class PeerClosedError(ConnectionBrokenError):
+    """The peer closed the connection cleanly: end of stream between two Packets.
+
+    Routine for a p2p node (a peer that restarts or drops us), so it is logged at INFO
+    where other ways a connection breaks are warnings.
+    """
 
 
 class NetAddressError(CometP2PError, ValueError):

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from cometp2p.crypto.keys import NodeKey
-from cometp2p.errors import RejectReason, RemoteProtocolError
+from cometp2p.errors import PeerClosedError, RejectReason, RemoteProtocolError
 from cometp2p.switch.peer import Peer
 from cometp2p.switch.reactor import Envelope
 from cometp2p.testing.echo import ECHO_CHANNEL, EchoReactor
@@ -183,6 +183,38 @@ async def test_stop_peer_gracefully_flushes_and_never_reconnects() -> None:
             assert len(a.peers) == 0
             assert a.num_peers() == (0, 0, 0)
             assert peer.id not in a._reconnecting  # graceful: no reconnect loop
+
+
+async def test_a_clean_hang_up_is_logged_at_info_and_a_broken_link_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ra, rb = EchoReactor(), EchoReactor()
+    a = make_switch([("echo", ra)], moniker="a")
+    b = make_switch([("echo", rb)], moniker="b")
+    caplog.set_level(logging.INFO, logger="cometp2p.switch")
+    async with running([a, b]), asyncio.timeout(10):
+        peer = await a.dial_peer_with_address(switch_address(b))
+        await peers_added(rb, 1)
+        await a.stop_peer_gracefully(peer)  # a closes between two Packets
+        removed, reason = await rb.peers_removed.get()
+        assert removed.id == a.node_id
+        assert isinstance(reason, PeerClosedError)
+        (record,) = [r for r in caplog.records if "stopping peer for error" in r.getMessage()]
+        assert record.levelno == logging.INFO
+        assert record.name.startswith("cometp2p.switch")
+
+        caplog.clear()
+        peer = await a.dial_peer_with_address(switch_address(b))
+        inbound = await rb.peers_added.get()
+        await b.stop_peer_for_error(inbound, RemoteProtocolError("bad packet"))
+        (record,) = [r for r in caplog.records if "stopping peer for error: bad" in r.getMessage()]
+        assert record.levelno == logging.WARNING
+        # a sees b hang up cleanly (its first removal, the graceful stop, comes first).
+        removed, reason = await ra.peers_removed.get()
+        assert reason is None
+        removed, reason = await ra.peers_removed.get()
+        assert removed is peer
+        assert isinstance(reason, PeerClosedError)
 
 
 async def test_removal_completes_before_the_same_node_is_admitted_again() -> None:

@@ -44,6 +44,7 @@ from cometp2p.errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
     LocalProtocolError,
+    PeerClosedError,
 )
 from cometp2p.sansio.mconnection import (
     ChannelDescriptor,
@@ -164,8 +165,9 @@ class Connection:
 
         Returns:
             ``None`` when we closed it (:meth:`close`); otherwise the error that ended
-            it: :class:`~cometp2p.errors.ConnectionBrokenError` for end of stream or an
-            OS error, a :class:`~cometp2p.errors.RemoteProtocolError` for a peer that
+            it: :class:`~cometp2p.errors.ConnectionBrokenError` for an OS error or end of
+            stream (:class:`~cometp2p.errors.PeerClosedError` when it ended between two
+            Packets), a :class:`~cometp2p.errors.RemoteProtocolError` for a peer that
             broke the protocol or stopped answering Pings.
         """
         await self._closed_event.wait()
@@ -429,4 +431,4 @@ class Connection:
                 if event.error is not None:
                     self._terminate(event.error)
                 elif event.by_peer:
-                    self._terminate(ConnectionBrokenError("the peer closed the connection"))
+                    self._terminate(PeerClosedError("the peer closed the connection"))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Final
 
 from cometp2p.aio.secret_connection import SecretConnection
-from cometp2p.errors import CometP2PError, ConnectionBrokenError
+from cometp2p.errors import CometP2PError, ConnectionBrokenError, PeerClosedError
 from cometp2p.sansio.mconnection import MConnection
 
 __all__ = ["Reader"]
@@ -129,7 +129,7 @@ class Reader:
             if not data:
                 core.receive_data(b"")  # raises if the stream ended inside a Packet
                 dispatch()
-                self._terminate(ConnectionBrokenError("the peer closed the connection"))
+                self._terminate(PeerClosedError("the peer closed the connection"))
                 return
             core.receive_data(data)
             dispatch()

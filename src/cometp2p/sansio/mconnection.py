@@ -64,6 +64,7 @@ from cometp2p.errors import (
     ConnectionBrokenError,
     ConnectionClosedError,
     LocalProtocolError,
+    PeerClosedError,
     RemoteProtocolError,
 )
 from cometp2p.sansio.failure import as_failure, raise_again
@@ -111,7 +112,7 @@ def _ended_error(state: MConnectionState, error: CometP2PError | None) -> Except
     if state is MConnectionState.CLOSED:
         return ConnectionClosedError("the MConnection was closed by us")
     if state is MConnectionState.PEER_CLOSED:
-        return ConnectionBrokenError("the peer closed the connection")
+        return PeerClosedError("the peer closed the connection")
     broken = ConnectionBrokenError(f"the connection failed: {error}")
     broken.__cause__ = error
     return broken

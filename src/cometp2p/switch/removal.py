@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Final, Protocol
 
 from cometp2p.aio.transport import RemoteAddress, Transport
-from cometp2p.errors import CometP2PError
+from cometp2p.errors import CometP2PError, PeerClosedError
 from cometp2p.metrics import P2PMetrics
 from cometp2p.switch import admission
 from cometp2p.switch.admission import CLOSE_TIMEOUT_S
@@ -73,7 +73,9 @@ class PeerRemover:
         """See :meth:`Switch.stop_peer_for_error`."""
         if not self._is_current(peer):
             return
-        logger.warning("[%s] stopping peer for error: %s", peer.id, reason)
+        # A clean hang-up is routine (the peer restarted or let us go); the rest warns.
+        level = logging.INFO if isinstance(reason, PeerClosedError) else logging.WARNING
+        logger.log(level, "[%s] stopping peer for error: %s", peer.id, reason)
         await self.stop_and_remove_peer(peer, reason)
         if peer.is_persistent and self._owner.is_running:
             target = (
