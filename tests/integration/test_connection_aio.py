@@ -18,9 +18,11 @@ from cometp2p.aio.connection import Connection
 from cometp2p.aio.secret_connection import SecretConnection, secret_handshake
 from cometp2p.crypto.keys import NodeKey
 from cometp2p.errors import (
+    CometP2PError,
     ConnectionBrokenError,
     ConnectionClosedError,
     LocalProtocolError,
+    PeerClosedError,
     RemoteProtocolError,
 )
 from cometp2p.sansio.mconnection import (
@@ -467,6 +469,32 @@ async def test_peer_eof_ends_the_connection_with_connection_broken() -> None:
             await a.flush()
         assert not a.try_send(CH_MID, b"x")
         assert not await a.send(CH_MID, b"x")
+
+
+async def test_done_callbacks_run_once_with_the_end_error_after_the_socket_closed() -> None:
+    async with connection_pair() as (a, b):
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[CometP2PError | None] = loop.create_future()
+        calls: list[CometP2PError | None] = []
+
+        def record(error: CometP2PError | None) -> None:
+            calls.append(error)
+            if not ended.done():
+                ended.set_result(error)
+
+        a.add_done_callback(record)
+        b_done: asyncio.Future[CometP2PError | None] = loop.create_future()
+        b.add_done_callback(b_done.set_result)
+        await b.close()
+        error = await asyncio.wait_for(ended, 5.0)
+        assert isinstance(error, PeerClosedError)
+        assert error is await a.wait_closed()
+        # Added after the end: called at once (on the next loop turn), with the same error.
+        late: asyncio.Future[CometP2PError | None] = loop.create_future()
+        a.add_done_callback(late.set_result)
+        assert await asyncio.wait_for(late, 5.0) is error
+        assert calls == [error]  # once
+        assert await asyncio.wait_for(b_done, 5.0) is None  # we closed b: no error
 
 
 async def test_receivers_waiting_when_the_peer_leaves_are_woken() -> None:

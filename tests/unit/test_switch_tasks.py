@@ -59,8 +59,8 @@ async def test_stop_leaves_no_task_of_the_switch_running() -> None:
         dead = NetAddress.parse(unreachable)
         await _until(lambda: dead.id in a._reconnecting)
         names = _running(asyncio.all_tasks() - before)
-        # Peer consumers, watchers, tickers and a reconnect loop are running now.
-        for prefix in ("recv-", "watch-", "metrics-", "reconnect-", "switch-tg", "peer-tg"):
+        # Peer consumers, the shared gauge ticker and a reconnect loop are running now.
+        for prefix in ("recv-", "peer-metrics", "reconnect-", "switch-tg", "peer-tg"):
             assert any(n.startswith(prefix) for n in names), (prefix, names)
         await a.stop()
         await b.stop()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from cometp2p.aio.inbox import Inbox, Inboxes
@@ -128,6 +128,8 @@ class Connection:
         self._close_error: CometP2PError | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._done_callbacks: list[Callable[[CometP2PError | None], None]] = []
+        self._done = False  # ended and the socket closed: what wait_closed waits for
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -174,6 +176,18 @@ class Connection:
         if self._shutdown_task is not None:
             await asyncio.shield(self._shutdown_task)
         return self._close_error
+
+    def add_done_callback(self, callback: Callable[[CometP2PError | None], None]) -> None:
+        """Call ``callback(error)`` once the connection has ended and its socket is closed.
+
+        ``error`` is what :meth:`wait_closed` returns. The callback runs from the event
+        loop (``call_soon``), at once if the connection is already done; it costs no
+        task while the connection is open, so it is the cheap way to watch many.
+        """
+        if self._done:
+            asyncio.get_running_loop().call_soon(callback, self._close_error)
+        else:
+            self._done_callbacks.append(callback)
 
     async def close(self, *, flush_timeout_s: float = 2.0) -> None:
         """Close gracefully: stop accepting sends, flush what is queued, then close.
@@ -244,13 +258,20 @@ class Connection:
         self._shutdown_task = asyncio.create_task(self._shutdown(), name="mconn-shutdown")
 
     async def _shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await self._secret.close()
+        try:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(Exception):
+                await self._secret.close()
+        finally:
+            self._done = True
+            callbacks, self._done_callbacks = self._done_callbacks, []
+            loop = asyncio.get_running_loop()
+            for callback in callbacks:
+                loop.call_soon(callback, self._close_error)
 
     # ------------------------------------------------------------------ sending
 

@@ -26,7 +26,6 @@ from cometp2p.sansio.mconnection_events import Event, MessageReceived
 from cometp2p.wire.packet import (
     KIND_MSG,
     KIND_PING,
-    MAX_CHANNEL_ID,
     max_packet_msg_size,
     packet_msg_header,
     scan_packet,
@@ -83,7 +82,7 @@ class PacketReceiver:
     """
 
     __slots__ = (
-        "_by_byte",
+        "_by_id",
         "_events",
         "_liveness",
         "_max_packet",
@@ -107,9 +106,8 @@ class PacketReceiver:
         liveness: Liveness,
     ) -> None:
         self.channels: tuple[_RecvChannel, ...] = tuple(_RecvChannel(d) for d in channels)
-        self._by_byte: list[_RecvChannel | None] = [None] * (MAX_CHANNEL_ID + 1)
-        for ch in self.channels:
-            self._by_byte[ch.id] = ch
+        # A dict, not a 256-slot list: 2 KiB less per connection (idle peers, bench/).
+        self._by_id: dict[int, _RecvChannel] = {ch.id: ch for ch in self.channels}
         self._payload_limit = recv_payload_limit(config)
         self._max_packet = max_packet_msg_size(self._payload_limit)
         self._events = events
@@ -259,7 +257,7 @@ class PacketReceiver:
             else:  # a Pong: whatever Ping it answers, the peer is alive
                 self._liveness.got_pong()
             return None
-        ch = self._by_byte[cid]
+        ch = self._by_id.get(cid)
         if ch is None:
             raise self._unknown_channel(cid)
         if data_end != end:  # fields after the data: not a canonical layout

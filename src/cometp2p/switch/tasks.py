@@ -61,8 +61,18 @@ class TaskSupervisor:
         finally:
             self._group = None
 
-    def spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None] | None:
+    def spawn(
+        self, coro: Coroutine[object, object, None], name: str, *, guarded: bool = True
+    ) -> asyncio.Task[None] | None:
         """Run ``coro`` as a child of the group, named ``name``.
+
+        Args:
+            coro: the child's coroutine.
+            name: the task's name.
+            guarded: wrap ``coro`` so an exception escaping it is logged instead of
+                cancelling the group. Pass ``False`` only for a coroutine that catches
+                every ``Exception`` itself (it saves a coroutine frame per task, which
+                matters for the tasks every peer runs).
 
         Returns:
             The task, or ``None`` when the group is not open (``coro`` is closed unrun).
@@ -72,7 +82,7 @@ class TaskSupervisor:
             coro.close()
             logger.debug("not starting %s: the %s tasks are not open", name, self.name)
             return None
-        task = group.create_task(self._guarded(coro, name), name=name)
+        task = group.create_task(self._guarded(coro, name) if guarded else coro, name=name)
         self._children.add(task)
         task.add_done_callback(self._children.discard)
         return task
