@@ -197,8 +197,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of the Python ends (the node's default: asyncio)",
+        default="auto",
+        help="event loop of the Python ends (default auto, as the node: uvloop where installed)",
     )
     args = parser.parse_args()
     args.loop = event_loop_name(args.loop)

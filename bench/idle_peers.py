@@ -130,8 +130,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of the node and the peers (the node's default: asyncio)",
+        default="auto",
+        help="event loop of the node and the peers (default auto: uvloop where installed)",
     )
     args = parser.parse_args()
     loop = event_loop_name(args.loop)

@@ -1,4 +1,4 @@
-"""cometp2p.aio.loop: the stdlib loop by default, uvloop on request where installed."""
+"""cometp2p.aio.loop: uvloop by default where installed, the stdlib loop otherwise or on request."""
 
 from __future__ import annotations
 
@@ -23,10 +23,17 @@ def test_asyncio_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     assert loop.run(_loop_type()).startswith("asyncio")
 
 
-def test_default_is_the_stdlib_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_is_uvloop_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(loop.EVENT_LOOP_ENV, raising=False)
+    expected = "uvloop" if HAVE_UVLOOP else "asyncio"
+    assert loop.event_loop_name() == expected
+    assert loop.run(_loop_type()).startswith(expected)
+
+
+def test_default_without_uvloop_is_the_stdlib_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(loop.EVENT_LOOP_ENV, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert loop.event_loop_name() == "asyncio"
-    assert loop.run(_loop_type()).startswith("asyncio")
 
 
 def test_auto_prefers_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:

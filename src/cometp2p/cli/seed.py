@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cometp2p.aio.loop import run as run_event_loop
 from cometp2p.cli.crawl import _networks, parse_seeds
 from cometp2p.cli.main import cli_errors, home_option, load_home_config
 from cometp2p.cli.start import apply_flags, configure_logging
@@ -236,7 +237,7 @@ def seed_command(
         }
         if fresh_s is not None:
             policy["fresh_s"] = fresh_s
-        asyncio.run(
+        run_event_loop(
             _serve(
                 home=home,
                 laddr=laddr,
