@@ -14,12 +14,15 @@ written would be a better measure; the sans-IO MConnection does not report it ye
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["P2PMetrics", "message_type_label"]
+
+
+_Metric = TypeVar("_Metric", Counter, Gauge)
 
 
 class _Inc(Protocol):
@@ -122,18 +125,16 @@ class P2PMetrics:
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A ``<namespace>_p2p_<name>`` counter labelled ``chain_id`` and ``labels``."""
-        return Counter(
-            name,
-            documentation,
-            ["chain_id", *labels],
-            namespace=self._namespace,
-            subsystem="p2p",
-            registry=self.registry,
-        )
+        return self._metric(Counter, name, documentation, labels)
 
     def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
         """A ``<namespace>_p2p_<name>`` gauge labelled ``chain_id`` and ``labels``."""
-        return Gauge(
+        return self._metric(Gauge, name, documentation, labels)
+
+    def _metric(
+        self, kind: type[_Metric], name: str, documentation: str, labels: tuple[str, ...]
+    ) -> _Metric:
+        return kind(
             name,
             documentation,
             ["chain_id", *labels],

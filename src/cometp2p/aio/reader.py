@@ -14,8 +14,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Final
 
+from cometp2p.aio.iotask import run_io_task
 from cometp2p.aio.secret_connection import SecretConnection
-from cometp2p.errors import CometP2PError, ConnectionBrokenError, PeerClosedError
+from cometp2p.errors import CometP2PError, PeerClosedError
 from cometp2p.sansio.mconnection import MConnection
 
 __all__ = ["Reader"]
@@ -86,20 +87,14 @@ class Reader:
 
     async def run(self) -> None:
         """The reader task: read and feed until the stream ends or the connection does."""
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except CometP2PError as exc:
-            # Messages completed before a bad packet are still delivered (the core keeps
-            # them queued ahead of its ConnectionTerminated event).
-            with contextlib.suppress(CometP2PError):
-                self._dispatch()
-            self._terminate(exc)
-        except OSError as exc:
-            error = ConnectionBrokenError(f"read failed: {exc!r}")
-            error.__cause__ = exc
-            self._terminate(error)
+        await run_io_task(self._run, "read", self._deliver_then_terminate)
+
+    def _deliver_then_terminate(self, error: CometP2PError) -> None:
+        # Messages completed before a bad packet are still delivered (the core keeps
+        # them queued ahead of its ConnectionTerminated event).
+        with contextlib.suppress(CometP2PError):
+            self._dispatch()
+        self._terminate(error)
 
     async def _run(self) -> None:
         core = self._core

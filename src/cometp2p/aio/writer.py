@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from cometp2p.aio.iotask import run_io_task
 from cometp2p.aio.secret_connection import SecretConnection
 from cometp2p.errors import CometP2PError, ConnectionBrokenError
 from cometp2p.sansio.mconnection import MConnection
@@ -162,16 +163,7 @@ class Writer:
 
     async def run(self) -> None:
         """The writer task: write, then sleep on ``wake`` until the core has more."""
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            raise
-        except CometP2PError as exc:
-            self._terminate(exc)
-        except OSError as exc:
-            error = ConnectionBrokenError(f"write failed: {exc!r}")
-            error.__cause__ = exc
-            self._terminate(error)
+        await run_io_task(self._run, "write", self._terminate)
 
     async def _run(self) -> None:
         core = self._core
