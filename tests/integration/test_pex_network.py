@@ -99,6 +99,30 @@ async def wait_all(nodes: list[Node], predicate: Callable[[Node], bool]) -> None
 # -- a network bootstrapped from one seed ---------------------------------------------------------
 
 
+def inbound_from(node: Node, network: set[NodeID]) -> int:
+    return sum(1 for p in node.switch.peers.list() if not p.is_outbound and p.id in network)
+
+
+def outbound_goal(node: Node, network: set[NodeID]) -> int:
+    """The outbound target, or every other node that is not already our inbound peer.
+
+    A node never dials a node connected to it the other way round. One that many nodes
+    dialed first (the seed hands the earliest nodes to everyone) may have fewer than the
+    target left to dial: with 30 nodes and a target of 8, 22 inbound peers leave it 7.
+    """
+    return min(OUTBOUND_TARGET, len(network) - 1 - inbound_from(node, network))
+
+
+def states(nodes: list[Node], network: set[NodeID]) -> str:
+    """Each node short of its goal: outbound / goal, inbound, known addresses."""
+    return "; ".join(
+        f"{n.switch.node_info.moniker}: out {n.outbound()}/{outbound_goal(n, network)}, "
+        f"in {inbound_from(n, network)}, book {len(n.pex.book)}"
+        for n in nodes
+        if n.outbound() < outbound_goal(n, network)
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", list(RequestStrategy), ids=lambda s: s.value)
 async def test_thirty_nodes_from_one_seed_reach_their_outbound_target(
@@ -116,10 +140,16 @@ async def test_thirty_nodes_from_one_seed_reach_their_outbound_target(
             )
             for i in range(NETWORK_SIZE)
         ]
-        async with running(*nodes), asyncio.timeout(CONVERGE_TIMEOUT_S):
-            await wait_all(nodes, lambda n: n.outbound() >= OUTBOUND_TARGET)
+        network = {n.id for n in nodes}
+        async with running(*nodes):
+            try:
+                async with asyncio.timeout(CONVERGE_TIMEOUT_S):
+                    await wait_all(nodes, lambda n: n.outbound() >= outbound_goal(n, network))
+            except TimeoutError:
+                pytest.fail(f"not converged in {CONVERGE_TIMEOUT_S} s: {states(nodes, network)}")
             # Never more than the target (behaviour.md §4.6: dials only fill the gap).
-            assert all(n.outbound() == OUTBOUND_TARGET for n in nodes)
+            assert all(n.outbound() <= OUTBOUND_TARGET for n in nodes)
+            assert all(n.outbound() >= outbound_goal(n, network) for n in nodes)
             # Everyone heard of (nearly) everyone through PEX, and nobody misbehaved.
             everyone = {n.id for n in nodes} | {seed.id}
             for node in nodes:
