@@ -56,3 +56,14 @@ def test_unknown_name_is_rejected_and_the_coroutine_closed() -> None:
         loop.run(coroutine, "tokio")
     # closed, so no "never awaited" warning
     assert inspect.getcoroutinestate(coroutine) == inspect.CORO_CLOSED
+
+
+def test_localnet_nodes_take_the_stdlib_loop_unless_one_is_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cometp2p.cli import localnet
+
+    monkeypatch.delenv(loop.EVENT_LOOP_ENV, raising=False)
+    assert localnet._node_env()[loop.EVENT_LOOP_ENV] == "asyncio"
+    monkeypatch.setenv(loop.EVENT_LOOP_ENV, "uvloop")
+    assert localnet._node_env()[loop.EVENT_LOOP_ENV] == "uvloop"

@@ -1,7 +1,8 @@
 """Which asyncio event loop the node runs on: uvloop where it is installed, else the stdlib's.
 
 One responsibility: :func:`run`, a drop-in for :func:`asyncio.run` used by the CLI
-commands that run a node (``start``, ``crawl``, ``seed``, ``localnet``). uvloop comes
+commands that run a node (``start``, ``crawl``, ``seed``, ``localnet``; ``localnet``
+starts its many nodes with ``asyncio`` unless the variable is set, for memory). uvloop comes
 with the ``cometp2p[fast]`` extra (``make localnet`` and ``make check`` install it); the
 plain install stays light and runs the stdlib loop. ``COMETP2P_EVENT_LOOP`` picks one
 explicitly: ``auto`` (the default: uvloop when importable), ``uvloop`` or ``asyncio``.
